@@ -1,0 +1,1 @@
+"""Concept Space: the library behind the book (data, model, training, evaluation, analysis)."""

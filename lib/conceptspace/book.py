@@ -1,0 +1,195 @@
+"""The main command: execute every chapter with papermill on a profile, then build the HTML book.
+
+    python -m conceptspace.book [--profile cpu] [--chapters 01_concept_space,...] [--set train.seed=1]
+
+Chapters are MyST notebooks under `book/` listed in `_toc.yml`. Each runs in a fresh kernel with
+`profile` and `overrides` injected into its parameters cell, always under a time limit, into a staging
+copy of the book; Jupyter Book 1 then renders the staged, executed notebooks (it executes nothing
+itself) with warnings as errors. Trained runs live in the run store, so a second build re-executes
+the chapters from stored runs in minutes.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jupytext
+import nbformat
+import yaml
+
+from .config import experiment, profile_names
+from .results import read_all, results_dir, versions
+from .store import REPO_ROOT
+
+STAGE = REPO_ROOT / "_build" / "stage"
+SHORT_CELL_SECONDS = 600  # cells not tagged long-running: a papermill stall costs at most this
+
+
+def toc_files(root: Path = REPO_ROOT) -> list[str]:
+    """Every file named in _toc.yml (without extension), in reading order."""
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    out = [toc["root"]]
+
+    def walk(entries):
+        for e in entries or []:
+            if "file" in e:
+                out.append(e["file"])
+            walk(e.get("sections"))
+            for part in e.get("parts", []):
+                walk(part.get("chapters"))
+    walk(toc.get("chapters"))
+    for part in toc.get("parts", []):
+        walk(part.get("chapters"))
+    return out
+
+
+def is_notebook(path: Path) -> bool:
+    if path.suffix == ".ipynb":
+        return True
+    text = path.read_text()
+    return text.startswith("---") and "kernelspec:" in text.split("---", 2)[1]
+
+
+def source_of(name: str, root: Path = REPO_ROOT) -> Path | None:
+    for ext in (".md", ".ipynb"):
+        if (root / f"{name}{ext}").exists():
+            return root / f"{name}{ext}"
+    return None
+
+
+def chapters(root: Path = REPO_ROOT) -> list[str]:
+    """The executable chapters in toc order, by notebook name (e.g. '01_concept_space')."""
+    return [Path(n).name for n in toc_files(root) if (s := source_of(n, root)) and is_notebook(s)]
+
+
+def parse_value(text: str):
+    """`--set key=value` values are YAML scalars or lists (so 0.2, true and [1,2] work)."""
+    return yaml.safe_load(text)
+
+
+def execute(name: str, profile: str, overrides: dict, out_dir: Path, timeout: int, root: Path = REPO_ROOT) -> float:
+    """Execute one chapter into out_dir/<name>.ipynb; returns seconds. Raises on a failing cell."""
+    import papermill
+
+    rel = next(n for n in toc_files(root) if Path(n).name == name)
+    nb = jupytext.read(source_of(rel, root))
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    out = out_dir / f"{rel}.ipynb"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    src = out.with_suffix(".source.ipynb")
+    nbformat.write(nb, src)
+
+    def cell_timeout(cell):
+        return timeout if "long-running" in cell.metadata.get("tags", []) else min(timeout, SHORT_CELL_SECONDS)
+
+    t0 = time.time()
+    try:
+        papermill.execute_notebook(str(src), str(out), parameters={"profile": profile, "overrides": overrides},
+                                   kernel_name="python3", cwd=str(root), progress_bar=False,
+                                   execution_timeout=timeout, timeout_func=cell_timeout, log_output=True)
+    finally:
+        src.unlink(missing_ok=True)
+    _hide_parameters(out)
+    return time.time() - t0
+
+
+def _hide_parameters(path: Path) -> None:
+    """Show the parameters and the injected overrides collapsed in the book."""
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        tags = cell.metadata.setdefault("tags", [])
+        if ("parameters" in tags or "injected-parameters" in tags) and "hide-input" not in tags:
+            tags.append("hide-input")
+    nbformat.write(nb, path)
+
+
+def stage_pages(stage: Path, root: Path = REPO_ROOT) -> None:
+    """Copy the book's configuration and prose pages next to the executed notebooks."""
+    stage.mkdir(parents=True, exist_ok=True)
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy2(root / name, stage / name)
+    for name in toc_files(root):
+        src = source_of(name, root)
+        if src is not None and not is_notebook(src):
+            (stage / src.relative_to(root)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, stage / src.relative_to(root))
+    for asset in ("book/_static",):
+        if (root / asset).exists():
+            shutil.copytree(root / asset, stage / asset, dirs_exist_ok=True)
+
+
+def status_page(stage: Path, run_seconds: dict[str, float]) -> None:
+    """book/status.md: each chapter's profile, run time, device and findings, and the versions."""
+    lines = ["# Build status", "",
+             "Written by the main command from each chapter's results file "
+             "(`_build/results/<chapter>.json`).", "",
+             "| chapter | profile | executed in | chapter's own time | device | findings that hold | finished |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for res in read_all():
+        name = res["chapter"]
+        held = sum(f["holds"] for f in res["findings"])
+        executed = f"{run_seconds[name]:.0f} s" if name in run_seconds else "earlier build"
+        lines.append(f"| {name} | {res['profile']} | {executed} | {res['seconds']:.0f} s | {res['device']} | "
+                     f"{held} / {len(res['findings'])} | {res['finished']} |")
+    v = versions()
+    lines += ["", f"Python {v['python']}, torch {v['torch']}, diffusers {v['diffusers']}.", ""]
+    (stage / "book").mkdir(parents=True, exist_ok=True)
+    (stage / "book" / "status.md").write_text("\n".join(lines) + "\n")
+
+
+def build_html(stage: Path, root: Path = REPO_ROOT) -> Path:
+    """Render the staged book with Jupyter Book 1 into _build/html (warnings are errors)."""
+    cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build", str(stage),
+           "--path-output", str(root), "-W", "-n", "--keep-going"]
+    subprocess.run(cmd, check=True)
+    return root / "_build" / "html"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--profile", default="cpu", choices=profile_names(), help="sizes to run at (default: cpu)")
+    p.add_argument("--chapters", default="", help="comma-separated chapter names to execute (default: all)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting in every chapter, e.g. --set train.seed=1")
+    p.add_argument("--timeout", type=int, default=3 * 3600, help="seconds a long-running cell may take")
+    p.add_argument("--no-html", action="store_true", help="execute chapters only")
+    args = p.parse_args(argv)
+
+    overrides = {}
+    for item in args.set:
+        if "=" not in item:
+            p.error(f"--set {item!r}: expected KEY=VALUE, e.g. train.seed=1")
+        key, value = item.split("=", 1)
+        overrides[key.strip()] = parse_value(value)
+    experiment(args.profile, overrides)  # refuse bad settings before any chapter starts
+    names = chapters()
+    wanted = [c.strip() for c in args.chapters.split(",") if c.strip()] or names
+    unknown = sorted(set(wanted) - set(names))
+    if unknown:
+        p.error(f"--chapters: unknown chapter {unknown[0]!r}; allowed: {names}")
+
+    results_dir().mkdir(parents=True, exist_ok=True)
+    seconds = {}
+    for name in names:
+        if name not in wanted:
+            if not list(STAGE.rglob(f"{name}.ipynb")):
+                p.error(f"chapter {name} was never executed; run it once (leave out --chapters)")
+            continue
+        print(f"== {name} (profile {args.profile})", flush=True)
+        seconds[name] = execute(name, args.profile, overrides, STAGE, args.timeout)
+        print(f"== {name} done in {seconds[name]:.0f} s", flush=True)
+    stage_pages(STAGE)
+    status_page(STAGE, seconds)
+    if not args.no_html:
+        html = build_html(STAGE)
+        print(f"The book is at {html / 'index.html'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,331 @@
+"""Every setting of an experiment, validated into frozen dataclasses before any compute.
+
+Defaults are the paper's setup (Park et al. 2024, spec §1-3); a profile (`profiles/<name>.yaml`)
+changes sizes, never logic. Bad input raises `ConfigError` naming the setting, the value and what is
+allowed, so a typo in a notebook's parameters cell fails in its first cell, not an hour later.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PROFILES_DIR = Path(__file__).resolve().parents[2] / "profiles"
+CONCEPTS = ("color", "size", "background")
+
+
+class ConfigError(ValueError):
+    """A setting is unknown, of the wrong type or out of range."""
+
+
+def _knob(default, *, lo=None, hi=None, lo_open=False, hi_open=False, choices=None, doc=""):
+    """A dataclass field with its allowed range, checked by `validate`."""
+    meta = dict(lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open, choices=choices, doc=doc)
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda: default, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The image generator (spec §1): one blurred disc on a light background."""
+    concepts: tuple = _knob(("color", "size"), choices=CONCEPTS, doc="concepts, in class-index order")
+    delta_color: float = _knob(0.4, lo=0, hi=1, lo_open=True, doc="Δc: RGB separation of red and blue")
+    delta_size: float = _knob(0.4, lo=0, hi=0.6, lo_open=True, doc="Δs: radius separation of large and small")
+    delta_background: float = _knob(0.3, lo=0, hi=1, lo_open=True, doc="Δb: grey separation of light and dark")
+    held_out: tuple = _knob(((1, 1),), doc="classes never shown in training (value index per concept)")
+    resolution: int = _knob(32, choices=(8, 16, 32), doc="pixels per side (rendered at 32, then pooled)")
+    nuisance: float = _knob(1.0, lo=0, hi=1, doc="fraction of the paper's position and background variation")
+    samples_per_class: int = _knob(2048, lo=8, hi=1_000_000, doc="training images per training class")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A diffusers UNet2DModel with the conditioning vector added to its time embedding."""
+    channels: tuple = _knob((64, 128, 256), doc="channels per resolution level")
+    layers_per_block: int = _knob(2, lo=1, hi=4, doc="res blocks per level (the decoder has one more)")
+    attention: bool = _knob(True, doc="self-attention in the mid block")
+    norm_groups: int = _knob(8, lo=1, hi=64, doc="GroupNorm groups; must divide every channel count")
+    dropout: float = _knob(0.0, lo=0, hi=0.5, hi_open=True, doc="dropout inside res blocks")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimization and checkpoints (spec §2.3); DDPM ε-prediction instead of the paper's VDM."""
+    steps: int = _knob(20_000, lo=1, hi=10_000_000, doc="optimizer steps")
+    batch_size: int = _knob(64, lo=1, hi=4096, doc="images per step")
+    learning_rate: float = _knob(1e-3, lo=0, hi=1, lo_open=True, doc="AdamW learning rate")
+    weight_decay: float = _knob(0.01, lo=0, hi=1, doc="AdamW weight decay")
+    grad_clip: float = _knob(1.0, lo=0, hi=1e6, lo_open=True, doc="max global gradient norm")
+    ema_decay: float = _knob(0.995, lo=0, hi=1, hi_open=True, doc="EMA of weights used for sampling")
+    checkpoints: int = _knob(60, lo=2, hi=1000, doc="number of checkpoints, spaced quadratically")
+    first_checkpoint: int = _knob(500, lo=1, hi=10_000_000, doc="step of the first checkpoint")
+    cond_dropout: float = _knob(0.0, lo=0, hi=1, hi_open=True, doc="P(null conditioning), for guidance")
+    timesteps: int = _knob(1000, lo=10, hi=10_000, doc="diffusion timesteps of the training schedule")
+    seed: int = _knob(0, lo=0, hi=2**31 - 1, doc="seeds data, initialization and batches")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Concept-space evaluation at each checkpoint (spec §3.2): fixed noise, every class prompt."""
+    sampler_steps: int = _knob(50, lo=1, hi=1000, doc="DDIM steps per sample")
+    samples_per_class: int = _knob(32, lo=1, hi=4096, doc="samples per training-class prompt")
+    samples_held_out: int = _knob(32, lo=1, hi=4096, doc="samples per held-out prompt")
+    batch_size: int = _knob(512, lo=1, hi=65536, doc="images per sampling batch (bounds memory)")
+    noise_seed: int = _knob(1234, lo=0, hi=2**31 - 1, doc="the same noise at every checkpoint")
+    keep_images: int = _knob(8, lo=0, hi=64, doc="images per prompt and checkpoint kept for display")
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """The oracle concept classifier (spec §3.1): trained on all classes over a range of signals."""
+    steps: int = _knob(1500, lo=1, hi=1_000_000, doc="training steps")
+    batch_size: int = _knob(128, lo=8, hi=4096, doc="images per step")
+    width: int = _knob(32, lo=4, hi=256, doc="channels of the first conv layer")
+    delta_color_range: tuple = _knob((0.1, 0.9), doc="Δc drawn uniformly from this range")
+    delta_size_range: tuple = _knob((0.2, 0.4), doc="Δs drawn uniformly from this range")
+    delta_background_range: tuple = _knob((0.1, 0.6), doc="Δb drawn uniformly from this range")
+    seed: int = _knob(0, lo=0, hi=2**31 - 1, doc="seeds the probe's data and weights")
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """A grid of runs around the profile's run (chapter 2): every combination of these values."""
+    delta_color: tuple = _knob((0.1, 0.137, 0.174, 0.211, 0.247, 0.284, 0.321, 0.358, 0.395, 0.432, 0.468,
+                                0.505, 0.542, 0.579, 0.616, 0.653, 0.689, 0.726, 0.763, 0.8),
+                               doc="Δc values (the paper's col_sweep: 20 values from 0.1 to 0.8)")
+    delta_size: tuple = _knob((0.4,), doc="Δs values")
+    seeds: tuple = _knob((0, 100, 200, 300, 400), doc="training seeds")
+    workers: int = _knob(0, lo=0, hi=1024, doc="parallel runs (0: one per CPU core)")
+    threads: int = _knob(0, lo=0, hi=1024, doc="torch threads per run (0: cores / workers)")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What defines a trained run; its hash names the run in the store."""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def run_id(self) -> str:
+        return stable_hash(to_dict(self))
+
+    def with_changes(self, **dotted) -> "RunConfig":
+        """A copy with settings replaced by dotted name, validated: `with_changes(**{"data.delta_color": .2})`."""
+        return build(RunConfig, merge(to_dict(self), _undot(dotted)))
+
+
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig, "probe": ProbeConfig,
+            "sweep": SweepConfig}
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A profile plus overrides: the run to train, how to evaluate it, and the chapter's extra settings."""
+    profile: str
+    run: RunConfig
+    eval: EvalConfig
+    probe: ProbeConfig
+    sweep: SweepConfig
+    extra: dict  # sections a chapter reads itself (e.g. SIM settings), validated there
+
+
+def to_dict(obj) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    return obj
+
+
+def stable_hash(obj) -> str:
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _undot(flat: dict) -> dict:
+    nested: dict = {}
+    for key, value in flat.items():
+        parts = str(key).split(".")
+        node = nested
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return nested
+
+
+def _describe(meta, name) -> str:
+    if meta["choices"] is not None:
+        return f"one of {list(meta['choices'])}"
+    lo, hi = meta["lo"], meta["hi"]
+    left = f"{lo} {'<' if meta['lo_open'] else '≤'} " if lo is not None else ""
+    right = f" {'<' if meta['hi_open'] else '≤'} {hi}" if hi is not None else ""
+    return f"{left}{name}{right}"
+
+
+def _check_number(value, kind, meta, name):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{name} = {value!r} must be a number ({kind.__name__}); allowed: {_describe(meta, name)}")
+    if kind is int and not float(value).is_integer():
+        raise ConfigError(f"{name} = {value!r} must be a whole number; allowed: {_describe(meta, name)}")
+    given, value = value, kind(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{name} = {given!r} must be finite; allowed: {_describe(meta, name)}")
+    lo, hi = meta["lo"], meta["hi"]
+    bad_lo = lo is not None and (value <= lo if meta["lo_open"] else value < lo)
+    bad_hi = hi is not None and (value >= hi if meta["hi_open"] else value > hi)
+    if bad_lo or bad_hi or (meta["choices"] is not None and value not in meta["choices"]):
+        raise ConfigError(f"{name} = {given!r} is out of range; allowed: {_describe(meta, name)}")
+    return value
+
+
+def _coerce(value, default, meta, name):
+    """Check one value against the type of its default and its allowed range."""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} = {value!r} must be true or false")
+        return value
+    if isinstance(default, (int, float)):
+        return _check_number(value, type(default), meta, name)
+    if isinstance(default, tuple):
+        if not isinstance(value, (list, tuple)) or len(value) == 0:
+            raise ConfigError(f"{name} = {value!r} must be a non-empty list like {list(to_dict(default))}")
+        if isinstance(default[0], (list, tuple)):
+            return tuple(tuple(_coerce(v, default[0][0], {**meta, "lo": 0, "hi": None}, f"{name}[{i}]")
+                               for v in _as_list(item, name)) for i, item in enumerate(value))
+        if isinstance(default[0], str):
+            for v in value:
+                if v not in meta["choices"]:
+                    raise ConfigError(f"{name} has {v!r}; allowed: {list(meta['choices'])}")
+            return tuple(value)
+        return tuple(_check_number(v, type(default[0]), {**meta, "lo": 0, "lo_open": False, "choices": None},
+                                   f"{name}[{i}]") for i, v in enumerate(value))
+    raise ConfigError(f"{name}: unsupported setting type {type(default).__name__}")
+
+
+def _as_list(item, name):
+    if not isinstance(item, (list, tuple)):
+        raise ConfigError(f"{name} = {item!r}: each entry must be a list of value indices, e.g. [1, 1]")
+    return item
+
+
+def build(cls, values: dict | None, prefix: str = ""):
+    """Validate a (nested) dict into dataclass `cls`, naming any unknown or bad setting."""
+    if values is not None and not isinstance(values, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} = {values!r} must be a mapping of settings")
+    values = dict(values or {})
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        where = prefix.rstrip(".") or "config"
+        raise ConfigError(f"unknown setting {prefix}{unknown[0]!s} in {where}; allowed: {sorted(known)}")
+    kwargs = {}
+    for name, f in known.items():
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if name not in values:
+            kwargs[name] = default
+        elif dataclasses.is_dataclass(default):
+            kwargs[name] = build(type(default), values[name], f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(values[name], default, f.metadata, f"{prefix}{name}")
+    obj = cls(**kwargs)
+    _cross_check(obj, prefix)
+    return obj
+
+
+def _cross_check(obj, prefix):
+    """Constraints between settings of one section."""
+    if isinstance(obj, DataConfig):
+        n = len(obj.concepts)
+        if len(set(obj.concepts)) != n:
+            raise ConfigError(f"{prefix}concepts = {list(obj.concepts)} repeats a concept")
+        classes = 2 ** n
+        for cls_ in obj.held_out:
+            if len(cls_) != n or any(v not in (0, 1) for v in cls_):
+                raise ConfigError(f"{prefix}held_out has {list(cls_)}; each held-out class needs {n} value "
+                                  f"indices in {{0, 1}}, one per concept in {list(obj.concepts)}")
+        if len(set(obj.held_out)) != len(obj.held_out):
+            raise ConfigError(f"{prefix}held_out = {to_dict(obj.held_out)} lists a class twice")
+        if len(obj.held_out) >= classes:
+            raise ConfigError(f"{prefix}held_out holds out all {classes} classes; at least one must be trained on")
+        train = [c for c in _all_classes(n) if c not in obj.held_out]
+        for i, concept in enumerate(obj.concepts):
+            if len({c[i] for c in train}) < 2:
+                raise ConfigError(f"{prefix}held_out = {to_dict(obj.held_out)} leaves only one value of "
+                                  f"{concept!r} in training; every value must be seen in some training class")
+    if isinstance(obj, ModelConfig):
+        if min(obj.channels) < 1:
+            raise ConfigError(f"{prefix}channels = {list(obj.channels)}: every level needs at least 1 channel")
+        bad = [c for c in obj.channels if c % obj.norm_groups]
+        if bad:
+            raise ConfigError(f"{prefix}norm_groups = {obj.norm_groups} must divide every channel count "
+                              f"in {prefix}channels = {list(obj.channels)}")
+        if not 2 <= len(obj.channels) <= 4:
+            raise ConfigError(f"{prefix}channels = {list(obj.channels)} must list 2 to 4 levels")
+    if isinstance(obj, RunConfig):
+        levels = len(obj.model.channels)
+        if obj.data.resolution % 2 ** (levels - 1) or obj.data.resolution // 2 ** (levels - 1) < 2:
+            raise ConfigError(f"data.resolution = {obj.data.resolution} cannot pass through "
+                              f"{levels} UNet levels (model.channels = {list(obj.model.channels)}); "
+                              f"it must be divisible by {2 ** (levels - 1)} and leave at least 2 pixels")
+        if obj.train.first_checkpoint > obj.train.steps:
+            raise ConfigError(f"train.first_checkpoint = {obj.train.first_checkpoint} is after the last step "
+                              f"(train.steps = {obj.train.steps}); allowed: 1 ≤ train.first_checkpoint ≤ train.steps")
+    if isinstance(obj, SweepConfig):
+        for name, top in (("delta_color", 1), ("delta_size", 0.6)):
+            bad = [v for v in getattr(obj, name) if not 0 < v <= top]
+            if bad:
+                raise ConfigError(f"{prefix}{name} has {bad[0]}; allowed: 0 < value ≤ {top}")
+    if isinstance(obj, ProbeConfig):
+        for name, (lo, hi), top in (("delta_color_range", obj.delta_color_range, 1),
+                                    ("delta_size_range", obj.delta_size_range, 0.6),
+                                    ("delta_background_range", obj.delta_background_range, 1)):
+            if len(getattr(obj, name)) != 2 or not 0 < lo <= hi <= top:
+                raise ConfigError(f"{prefix}{name} = {list(getattr(obj, name))}; allowed: [lo, hi] "
+                                  f"with 0 < lo ≤ hi ≤ {top}")
+
+
+def _all_classes(n):
+    return [tuple((i >> (n - 1 - k)) & 1 for k in range(n)) for i in range(2 ** n)]
+
+
+def profile_names() -> list[str]:
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+
+
+def load_profile(name: str) -> dict:
+    """The settings of a profile file, parsed with YAML's safe loader."""
+    if not isinstance(name, str) or name not in profile_names():
+        raise ConfigError(f"profile = {name!r} is unknown; allowed: {profile_names()}")
+    with open(PROFILES_DIR / f"{name}.yaml") as f:
+        return yaml.safe_load(f) or {}
+
+
+def experiment(profile: str = "cpu", overrides: dict | None = None) -> Experiment:
+    """Load a profile, apply overrides by dotted name ("data.delta_color": 0.2), validate everything."""
+    if overrides is not None and not isinstance(overrides, dict):
+        raise ConfigError(f"overrides = {overrides!r} must be a mapping of dotted names to values")
+    settings = merge(load_profile(profile), _undot(overrides or {}))
+    run = build(RunConfig, {k: settings.get(k, {}) for k in ("data", "model", "train")})
+    extra = {k: v for k, v in settings.items() if k not in SECTIONS}
+    return Experiment(profile=profile, run=run,
+                      eval=build(EvalConfig, settings.get("eval"), "eval."),
+                      probe=build(ProbeConfig, settings.get("probe"), "probe."),
+                      sweep=build(SweepConfig, settings.get("sweep"), "sweep."),
+                      extra=extra)

@@ -1,0 +1,167 @@
+"""The concept-structured image generator (spec §1) and concept signal in pixel space.
+
+One disc with a blurred edge on a light background. Concepts are color (red/blue), size
+(large/small) and, in the 3-concept setting, background (light/dark). The concept signal Δ of a
+concept is the distance between its two values; the generator maps Δc and Δs to RGB and radius
+exactly as the paper's code does. Used by: every diffusion chapter.
+"""
+from __future__ import annotations
+
+import itertools
+
+import torch
+import torch.nn.functional as F
+
+from .config import DataConfig
+
+VALUE_NAMES = {"color": ("red", "blue"), "size": ("large", "small"), "background": ("light", "dark")}
+# The paper's 11-value conditioning vector: [shape(2) | x | y | color RGB(3) | radius | background RGB(3)].
+COND_DIM = 11
+COND_SLOTS = {"color": slice(4, 7), "size": slice(7, 8), "background": slice(8, 11)}
+RENDER_SIZE = 32  # the paper's image; lower resolutions are average-pooled from it
+BLUR_SIGMA_PX = 1.0
+PIXEL_NOISE = 1e-3
+GREY = 0.9  # mean background when background is not a concept
+
+
+def all_classes(data: DataConfig) -> list[tuple[int, ...]]:
+    """Every class as a tuple of value indices, one per concept, in class-index order."""
+    return list(itertools.product((0, 1), repeat=len(data.concepts)))
+
+
+def training_classes(data: DataConfig) -> list[tuple[int, ...]]:
+    return [c for c in all_classes(data) if c not in data.held_out]
+
+
+def class_name(data: DataConfig, cls) -> str:
+    """'small-blue' style names, the paper's reading order (size before color, then background)."""
+    order = [c for c in ("background", "size", "color") if c in data.concepts]
+    return "-".join(VALUE_NAMES[c][cls[data.concepts.index(c)]] for c in order)
+
+
+def _concept_mean(data: DataConfig, concept: str, value: torch.Tensor) -> torch.Tensor:
+    """Mean attribute of a concept value (spec §1.2): RGB for color/background, radius for size."""
+    v = value.float()[:, None]  # 0 or 1
+    if concept == "color":
+        h = data.delta_color / 2
+        red = torch.tensor([0.5 + h, 0.5 - h, 0.5 - h])
+        blue = torch.tensor([0.5 - h, 0.5 - h, 0.5 + h])
+        return red * (1 - v) + blue * v
+    if concept == "size":
+        h = data.delta_size / 2
+        return ((0.45 + h) * (1 - v) + (0.45 - h) * v)[:, 0]
+    h = data.delta_background / 2
+    return ((0.5 + h) * (1 - v) + (0.5 - h) * v).expand(-1, 3)
+
+
+def attributes(data: DataConfig, classes: torch.Tensor, generator: torch.Generator, jitter: bool = True) -> dict:
+    """Per-image attributes of the given classes (N × n_concepts value indices).
+
+    With `jitter`, each image gets its own values inside the class's range (color ±Δc/8 per
+    channel, radius ±3Δs/8 floored at 0.1, background ±Δb/8); without, the class means. Position
+    and the grey background are nuisances, scaled by `data.nuisance` (1 = the paper's).
+    """
+    n = classes.shape[0]
+    u = lambda *shape: torch.rand(*shape, generator=generator)  # noqa: E731
+    col = classes[:, data.concepts.index("color")] if "color" in data.concepts else torch.zeros(n, dtype=torch.long)
+    siz = classes[:, data.concepts.index("size")] if "size" in data.concepts else torch.zeros(n, dtype=torch.long)
+    color = _concept_mean(data, "color", col)
+    radius = _concept_mean(data, "size", siz)
+    position = (u(n, 2) * 2 - 1) * 0.5 * data.nuisance
+    if "background" in data.concepts:
+        background = _concept_mean(data, "background", classes[:, data.concepts.index("background")])
+        bg_jitter = data.delta_background / 8 if jitter else 0.0
+    else:
+        background = torch.full((n, 3), GREY)
+        bg_jitter = 0.1 * data.nuisance if jitter else 0.0
+    background = background + (u(n, 3) * 2 - 1) * bg_jitter
+    if jitter:
+        color = color + (u(n, 3) * 2 - 1) * data.delta_color / 8
+        half = 3 * data.delta_size / 8
+        lo = torch.clamp(radius - half, min=0.1)
+        radius = lo + u(n) * (radius + half - lo)
+    return {"color": color, "radius": radius, "background": background, "position": position}
+
+
+def _blur_kernel(device) -> torch.Tensor:
+    x = torch.arange(-4, 5, dtype=torch.float32, device=device)  # truncate at 4σ, as scipy
+    k = torch.exp(-0.5 * (x / BLUR_SIGMA_PX) ** 2)
+    return k / k.sum()
+
+
+def render(attrs: dict, resolution: int, generator: torch.Generator | None = None,
+           device: torch.device | str = "cpu") -> torch.Tensor:
+    """Images (N, 3, R, R) in [0, 1]: a hard disc mask, blurred by σ = 1 px at 32 px, then pooled."""
+    device = torch.device(device)
+    a = {k: v.to(device) for k, v in attrs.items()}
+    n = a["radius"].shape[0]
+    grid = torch.linspace(-1, 1, RENDER_SIZE, device=device)
+    # Axis 0 is the paper's x coordinate (meshgrid indexing="ij").
+    dx = grid[None, :, None] - a["position"][:, 0, None, None]
+    dy = grid[None, None, :] - a["position"][:, 1, None, None]
+    mask = ((dx ** 2 + dy ** 2).sqrt() < a["radius"][:, None, None]).float()[:, None]
+    k = _blur_kernel(device)
+    mask = F.conv2d(F.pad(mask, (4, 4, 0, 0), mode="reflect"), k.view(1, 1, 1, -1))
+    mask = F.conv2d(F.pad(mask, (0, 0, 4, 4), mode="reflect"), k.view(1, 1, -1, 1))
+    img = mask * a["color"][:, :, None, None] + (1 - mask) * a["background"][:, :, None, None]
+    noise = torch.randn(img.shape, generator=generator) if generator is not None else torch.randn(img.shape)
+    img = (img + PIXEL_NOISE * noise.to(device)).clamp(0, 1)
+    if resolution != RENDER_SIZE:
+        img = F.avg_pool2d(img, RENDER_SIZE // resolution)
+    return img
+
+
+def conditioning(data: DataConfig, attrs: dict) -> torch.Tensor:
+    """The 11-value conditioning vector holding each image's own attribute values (spec §1.4)."""
+    n = attrs["radius"].shape[0]
+    h = torch.zeros(n, COND_DIM)
+    if "color" in data.concepts:
+        h[:, COND_SLOTS["color"]] = attrs["color"]
+    if "size" in data.concepts:
+        h[:, COND_SLOTS["size"]] = attrs["radius"][:, None]
+    if "background" in data.concepts:
+        h[:, COND_SLOTS["background"]] = attrs["background"]
+    return h
+
+
+def class_prompt(data: DataConfig, cls) -> torch.Tensor:
+    """The conditioning vector of a class's mean values: the naive prompt for that class (spec §4.1)."""
+    classes = torch.tensor([cls])
+    return conditioning(data, attributes(data, classes, torch.Generator().manual_seed(0), jitter=False))[0]
+
+
+def make_dataset(data: DataConfig, seed: int, device: torch.device | str = "cpu"):
+    """The training set: `samples_per_class` images of each training class, deterministic given seed.
+
+    Random draws come from a CPU generator so every device sees the same data; rendering runs on
+    `device`. Returns images (N,3,R,R) in [0,1], conditioning (N,11) and class labels (N, n_concepts).
+    """
+    g = torch.Generator().manual_seed(seed)
+    train = torch.tensor(training_classes(data))
+    labels = train.repeat_interleave(data.samples_per_class, dim=0)
+    attrs = attributes(data, labels, g)
+    images = render(attrs, data.resolution, g, device)
+    return images, conditioning(data, attrs).to(device), labels.to(device)
+
+
+def mean_images(data: DataConfig, cls, n: int, seed: int) -> torch.Tensor:
+    """n class-mean images of one class with positions and noise fixed by seed (shared across classes)."""
+    g = torch.Generator().manual_seed(seed)
+    attrs = attributes(data, torch.tensor([cls] * n), g, jitter=False)
+    return render(attrs, data.resolution, g)
+
+
+def concept_signal(data: DataConfig, concept: str, n: int = 128, seed: int = 42) -> float:
+    """Pixel MSE between images that differ only in `concept` (spec §1.2, `calc_mse_pix.py`).
+
+    Both classes are drawn at their means with identical positions and background; the other
+    concepts sit at value 0 (so color compares large-red with large-blue).
+    """
+    if concept not in data.concepts:
+        raise ValueError(f"concept = {concept!r} is not among data.concepts = {list(data.concepts)}")
+    base = [0] * len(data.concepts)
+    other = list(base)
+    other[data.concepts.index(concept)] = 1
+    a = mean_images(data, tuple(base), n, seed)
+    b = mean_images(data, tuple(other), n, seed)
+    return float(((a - b) ** 2).mean())

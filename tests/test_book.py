@@ -1,0 +1,79 @@
+"""Every chapter, executed end to end under papermill on the tiny profile, and the book built from them."""
+import json
+import re
+
+import nbformat
+import pytest
+from papermill.exceptions import PapermillExecutionError
+
+from conceptspace import book
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, session_store):
+    out = tmp_path_factory.mktemp("book")
+    stage = out / "stage"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CONCEPTSPACE_RESULTS", str(out / "results"))
+        seconds = {name: book.execute(name, "tiny", {}, stage, timeout=900) for name in book.chapters()}
+        book.stage_pages(stage)
+        book.status_page(stage, seconds)
+        html = book.build_html(stage, out)
+    return {"out": out, "stage": stage, "html": html, "seconds": seconds}
+
+
+def results(built, name):
+    return json.loads((built["out"] / "results" / f"{name}.json").read_text())
+
+
+def test_every_chapter_writes_findings_computed_from_measurements(built):
+    assert book.chapters()[0] == "01_concept_space"
+    for name in book.chapters():
+        res = results(built, name)
+        assert res["chapter"] == name and res["profile"] == "tiny" and res["seconds"] > 0
+        assert res["findings"], f"{name} tests no claim"
+        for f in res["findings"]:
+            assert set(f) == {"name", "measured", "paper", "rule", "holds"} and isinstance(f["holds"], bool)
+        assert {"python", "torch", "diffusers"} <= set(res["versions"])
+
+
+def test_chapter_one_reports_every_class(built):
+    res = results(built, "01_concept_space")
+    assert set(res["data"]["final"]) == {"large-red", "small-red", "large-blue", "small-blue"}
+    for point in res["data"]["final"].values():
+        assert 0 <= point["p_color"] <= 1 and 0 <= point["p_size"] <= 1
+    names = [f["name"] for f in res["findings"]]
+    assert any("held-out small-blue: final joint accuracy" in n for n in names)
+
+
+def test_executed_chapters_hide_parameters_and_keep_outputs(built):
+    nb = nbformat.read(built["stage"] / "book" / "01_concept_space.ipynb", as_version=4)
+    tagged = {t for c in nb.cells for t in c.metadata.get("tags", [])}
+    assert {"parameters", "injected-parameters", "hide-input"} <= tagged
+    injected = next(c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", []))
+    assert 'profile = "tiny"' in injected.source
+
+
+def test_the_book_builds_and_loads_nothing_from_other_hosts(built):
+    html = built["html"]
+    assert (html / "index.html").exists() and (html / "book" / "status.html").exists()
+    page = (html / "book" / "01_concept_space.html").read_text()
+    assert "vegaEmbed" in page and "vega-bundle.js" in page and "vega-compat.js" in page
+    assert (html / "_static" / "vega-bundle.js").stat().st_size > 500_000
+    for path in html.rglob("*.html"):
+        text = path.read_text()
+        external = re.findall(r'(?:src|href)="(https?://[^"]+)"', text)
+        scripts = [u for u in external if not u.startswith(("https://jupyterbook.org", "https://www.sphinx-doc.org"))]
+        assert not [u for u in scripts if re.search(r"\.(js|css|woff2?)(\?|$)", u)], f"{path.name} loads {scripts}"
+    status = (html / "book" / "status.html").read_text()
+    assert "01_concept_space" in status and "tiny" in status
+
+
+def test_a_bad_parameter_fails_fast_with_its_name(tmp_path, session_store, monkeypatch):
+    monkeypatch.setenv("CONCEPTSPACE_RESULTS", str(tmp_path / "results"))
+    with pytest.raises(PapermillExecutionError) as err:
+        book.execute("01_concept_space", "tiny", {"data.delta_color": 2}, tmp_path, timeout=300)
+    assert "data.delta_color = 2 is out of range; allowed: 0 < data.delta_color ≤ 1" in str(err.value)
+    nb = nbformat.read(tmp_path / "book" / "01_concept_space.ipynb", as_version=4)
+    assert "An Exception was encountered" in nb.cells[0].source  # papermill's banner at the top
+    assert not (tmp_path / "results" / "01_concept_space.json").exists()

@@ -1,0 +1,67 @@
+import pytest
+
+from conceptspace.config import ConfigError, DataConfig, RunConfig, build, experiment, profile_names
+
+
+def test_profiles_load_and_validate():
+    assert {"tiny", "cpu", "gpu"} <= set(profile_names())
+    for name in profile_names():
+        ex = experiment(name)
+        assert ex.profile == name
+
+
+def test_gpu_profile_is_the_papers_scale():
+    run = experiment("gpu").run
+    assert run.data.resolution == 32 and run.data.nuisance == 1.0
+    assert run.model.channels == (64, 128, 256) and run.model.layers_per_block == 2 and run.model.attention
+    assert run.train.steps == 20000 and run.train.checkpoints == 60
+
+
+def test_run_id_is_stable_and_sensitive():
+    a = experiment("tiny").run
+    assert a.run_id() == experiment("tiny").run.run_id()
+    assert a.with_changes(**{"data.delta_color": 0.2}).run_id() != a.run_id()
+    assert a.with_changes(**{"train.seed": 1}).run_id() != a.run_id()
+
+
+@pytest.mark.parametrize("overrides, needle", [
+    ({"data.delta_color": 1.5}, "data.delta_color = 1.5 is out of range; allowed: 0 < data.delta_color ≤ 1"),
+    ({"data.delta_color": -0.1}, "data.delta_color"),
+    ({"data.delta_size": 0}, "data.delta_size = 0 is out of range"),
+    ({"data.delta_colour": 0.2}, "unknown setting data.delta_colour"),
+    ({"data.resolution": 12}, "data.resolution = 12 is out of range; allowed: one of [8, 16, 32]"),
+    ({"train.steps": 0}, "train.steps = 0 is out of range"),
+    ({"train.steps": 2.5}, "train.steps = 2.5 must be a whole number"),
+    ({"train.steps": "many"}, "train.steps = 'many' must be a number"),
+    ({"model.attention": "yes"}, "model.attention = 'yes' must be true or false"),
+    ({"data.held_out": [[1, 2]]}, "data.held_out has [1, 2]"),
+    ({"data.held_out": [[1]]}, "data.held_out has [1]"),
+    ({"data.held_out": [[0, 1], [1, 1]]}, "leaves only one value of 'size'"),
+    ({"data.concepts": ["color", "shape"]}, "data.concepts has 'shape'"),
+    ({"model.norm_groups": 3}, "model.norm_groups = 3 must divide every channel count"),
+    ({"train.first_checkpoint": 10_000}, "train.first_checkpoint = 10000 is after the last step"),
+    ({"data": 3}, "data = 3 must be a mapping"),
+    ({"eval.samples_held_out": 0}, "eval.samples_held_out = 0 is out of range"),
+    ({"probe.delta_color_range": [0.5, 0.2]}, "probe.delta_color_range = [0.5, 0.2]"),
+])
+def test_bad_settings_are_refused_by_name(overrides, needle):
+    with pytest.raises(ConfigError) as err:
+        experiment("tiny", overrides)
+    assert needle in str(err.value)
+
+
+def test_unknown_profile_names_the_allowed_ones():
+    with pytest.raises(ConfigError, match=r"profile = 'laptop' is unknown; allowed: \['cpu', 'gpu', 'tiny'\]"):
+        experiment("laptop")
+
+
+def test_resolution_must_pass_through_the_unet():
+    with pytest.raises(ConfigError, match="cannot pass through 4 UNet levels"):
+        experiment("tiny", {"model.channels": [8, 8, 8, 8], "data.resolution": 8})
+
+
+def test_lists_become_tuples_and_defaults_are_the_paper():
+    d = build(DataConfig, {"held_out": [[1, 1]]})
+    assert d.held_out == ((1, 1),)
+    paper = build(RunConfig, {})
+    assert paper.data.nuisance == 1.0 and paper.train.learning_rate == 1e-3 and paper.train.weight_decay == 0.01

@@ -1,0 +1,66 @@
+import numpy as np
+import pytest
+
+from conceptspace import dynamics
+
+
+def test_learning_time_uses_smoothed_accuracy_and_neighbours():
+    steps = np.arange(0, 1000, 100)
+    acc = np.array([0, 0, 0.1, 0.5, 0.95, 1, 1, 1, 1, 1])
+    t = dynamics.learning_time(steps, acc, threshold=0.9, sigma=0)
+    assert t.step == 500  # 400, 500, 600 all above; 400 has a neighbour below
+    assert dynamics.learning_time(steps, acc, threshold=0.9, sigma=1.5).step >= 500
+
+
+def test_learning_time_ignores_a_single_spike_and_censors():
+    steps = np.arange(10)
+    spike = np.array([0, 0, 0, 1, 0, 0, 0, 0, 0, 0.0])
+    t = dynamics.learning_time(steps, spike, sigma=0)
+    assert t.censored and t.step is None
+    # the last checkpoint cannot qualify (no right neighbour)
+    assert dynamics.learning_time(steps, np.r_[np.zeros(8), 1, 1], sigma=0).censored
+
+
+def test_emergence_time_needs_three_consecutive_checkpoints():
+    steps = np.array([10, 20, 30, 40, 50, 60, 70])
+    cap = np.array([0.1, 0.85, 0.2, 0.9, 0.9, 0.95, 0.9])
+    assert dynamics.emergence_time(steps, cap, 0.8, sigma=0).step == 40
+    assert dynamics.emergence_time(steps, cap * 0.5, 0.8, sigma=0).censored
+
+
+def test_first_above():
+    assert dynamics.first_above([1, 2, 3], [0.1, 0.8, 0.9], 0.8).step == 2
+    assert dynamics.first_above([1, 2, 3], [0.1, 0.2, 0.3], 0.8).censored
+
+
+def test_learning_times_per_run_with_censoring():
+    import pandas as pd
+    rows = []
+    for run, shift in (("a", 0), ("b", 100)):
+        for i, step in enumerate(range(100, 1100, 100)):
+            rows.append({"run": run, "prompt": "small-blue", "step": step,
+                         "acc_color": 1.0 if step > 300 + shift else 0.0, "acc_size": 0.0})
+    times = dynamics.learning_times(pd.DataFrame(rows), ("color", "size"), "small-blue", thresholds=(0.9,), sigma=0)
+    color = times[times.concept == "color"].set_index("run")["step"]
+    assert color["a"] == 500 and color["b"] == 600
+    size = times[times.concept == "size"]
+    assert size["censored"].all() and size["step"].isna().all() and (size["last_step"] == 1000).all()
+    sp = dynamics.speeds(times, by=["concept"]).set_index("concept")
+    assert sp.loc["color", "speed"] == np.mean([1 / 500, 1 / 600]) and sp.loc["size", "speed"] == 0
+    assert sp.loc["size", "censored"] == 2 and sp.loc["color", "speed_lo"] <= sp.loc["color", "speed"]
+
+
+def test_flip_point_interpolates_and_handles_censoring():
+    x = [0.2, 0.4, 0.6, 0.8]
+    t_color = [3000, 1500, 800, 400]
+    t_size = [1000, 1000, 1000, 1000]
+    assert dynamics.flip_point(x, t_color, t_size) == pytest.approx(0.4 + 0.2 * 500 / 700)
+    assert dynamics.flip_point(x, [np.inf, 900, 800, 700], [1000] * 4) == pytest.approx(0.3)
+    assert dynamics.flip_point(x, [100] * 4, t_size) is None
+
+
+def test_mean_ci_widens_with_spread():
+    m, lo, hi = dynamics.mean_ci([1.0, 1.0, 1.0])
+    assert m == lo == hi == 1.0
+    m, lo, hi = dynamics.mean_ci([0.0, 2.0])
+    assert m == 1.0 and lo < 0 < 2 < hi

@@ -1,0 +1,92 @@
+import numpy as np
+import pytest
+import torch
+
+from conceptspace import sim
+
+
+def bias_free_one_layer(task, scale=0.01, seed=0):
+    torch.manual_seed(seed)
+    m = sim.mlp(task.dim, depth=1, bias=False)
+    with torch.no_grad():
+        m[0].weight.mul_(scale)
+    return m
+
+
+def test_signal_follows_mu_squared_over_clusters_plus_variance():
+    task = sim.SimTask(mu=(1.0, 2.0), var=(0.05, 0.5))
+    assert sim.signal(task) == pytest.approx([1 / 3 + 0.05, 4 / 3 + 0.5])
+    no_origin = sim.SimTask(mu=(1.0, 2.0, 3.0), var=(0.2,) * 3, origin=False)
+    assert sim.signal(no_origin) == pytest.approx([1 / 3 + 0.2, 4 / 3 + 0.2, 3 + 0.2])
+
+
+def test_data_sits_on_the_concept_axes():
+    task = sim.SimTask(mu=(1.0, 2.0), var=(0.05, 0.05), n=2000)
+    x, x_hat, r = sim.make_data(task)
+    assert x.shape == (6000, 64) and torch.allclose(r @ r.T, torch.eye(2), atol=1e-5)
+    coords = x @ r.T
+    assert torch.allclose(x, coords @ r, atol=1e-5)  # nothing outside the concept plane
+    assert torch.allclose(x_hat @ r.T, torch.tensor([1.0, 2.0]), atol=1e-5)
+    # the second moment along each axis is a_p
+    assert (coords ** 2).mean(0).numpy() == pytest.approx(sim.signal(task), rel=0.05)
+
+
+def test_closed_form_matches_simulated_one_layer_training():
+    """Theorem 4.1 against SGD: bias-free, small init; the stated tolerance is 2% of ‖x̂‖."""
+    task = sim.SimTask(mu=(1.0, 2.0), var=(0.05, 0.05), n=2000)
+    model = bias_free_one_layer(task)
+    _, _, r = sim.make_data(task)
+    w0 = (r @ model[0].weight.detach() @ r.T).numpy()
+    res = sim.train_sgd(model, task, lr=0.1, epochs=40, record_every=20)
+    theory = sim.one_layer_theory(task, w0, res["steps"], lr=0.1)
+    assert np.abs(theory - res["outputs"]).max() < 0.02 * np.linalg.norm(task.mu)
+
+
+def test_learning_order_follows_the_signal_and_flips_with_variance():
+    def times(var1):
+        task = sim.SimTask(mu=(1.0, 2.0), var=(var1, 0.05), n=1000)
+        res = sim.train_sgd(bias_free_one_layer(task), task, lr=0.1, epochs=40, record_every=10)
+        out = res["outputs"]
+        return [res["steps"][np.flatnonzero(out[:, k] > 0.9 * task.mu[k])[0]]
+                if (out[:, k] > 0.9 * task.mu[k]).any() else np.inf for k in range(2)], sim.signal(task)
+    (t1, t2), a = times(0.05)
+    assert a[1] > a[0] and t2 < t1          # the stronger concept first
+    (t1, t2), a = times(2.0)
+    assert a[0] > a[1] and t1 < t2          # a weak mean with a large spread overtakes it
+
+
+def test_two_layer_ode_stays_psd_and_converges_to_identity():
+    a = sim.signal(sim.SimTask(mu=(1.0, 1.5), var=(0.05, 0.05), dim=3))
+    u = np.random.default_rng(0).uniform(0, 0.2, (2, 3))
+    ws = sim.two_layer_theory(a, u @ u.T, np.linspace(0, 60, 200))
+    assert np.linalg.eigvalsh(ws).min() > -1e-8
+    assert ws[-1] == pytest.approx(np.eye(2), abs=1e-2)
+
+
+def test_two_layer_ode_matches_gradient_descent_on_u():
+    """Gradient flow on U for ½‖(UUᵀ − I)A^½‖² is Ẇ = 2V(W): compare with small-step GD."""
+    a = np.array([0.4, 1.0])
+    u = np.random.default_rng(1).uniform(0, 0.2, (2, 4))
+    lr, steps = 1e-3, 20000
+    w_path, uu = [], torch.tensor(u, requires_grad=True)
+    big_a = torch.tensor(np.diag(a))
+    for _ in range(steps):
+        w = uu @ uu.T
+        loss = 0.5 * (((w - torch.eye(2, dtype=torch.float64)) @ big_a.sqrt()) ** 2).sum()
+        (g,) = torch.autograd.grad(loss, uu)
+        with torch.no_grad():
+            uu -= lr * g
+    theory = sim.two_layer_theory(a, u @ u.T, np.array([0.0, 2 * lr * steps]))[-1]
+    assert (uu @ uu.T).detach().numpy() == pytest.approx(theory, abs=5e-3)
+
+
+def test_bumps_finds_rises_and_ignores_monotone_curves():
+    assert sim.bumps(np.array([3, 2, 1, 0.5, 0.2])) == []
+    assert sim.bumps(np.array([3, 1, 1.5, 0.2, 0.4, 0.1])) == pytest.approx([0.5, 0.2])
+
+
+def test_bad_task_is_refused():
+    with pytest.raises(ValueError, match="one entry per concept"):
+        sim.SimTask(mu=(1.0,), var=(0.1, 0.1))
+    with pytest.raises(ValueError, match="must be ≥ 0"):
+        sim.SimTask(mu=(-1.0, 1.0), var=(0.1, 0.1))

@@ -1,0 +1,111 @@
+import json
+import pickle
+
+import pytest
+import torch
+
+from conceptspace import config, store, train
+
+
+def tiny(**overrides):
+    return config.experiment("tiny", overrides).run
+
+
+def weights(run):
+    return run.load_weights(run.checkpoint_steps()[-1])
+
+
+def test_checkpoint_schedule_is_dense_early_and_ends_at_the_last_step():
+    s = train.checkpoint_steps(20000, 60, 500)
+    assert s[0] == 500 and s[-1] == 20000 and len(s) == 60
+    gaps = [b - a for a, b in zip(s, s[1:])]
+    assert gaps[0] < gaps[-1]
+    assert s[20] == pytest.approx(3933, abs=2)  # the paper's save_steps[20]
+
+
+def test_run_lands_in_the_store_and_is_not_retrained(tmp_path):
+    st = store.Store(tmp_path)
+    cfg = tiny()
+    run = train.train(cfg, st, progress=False)
+    assert run.done and run.checkpoint_steps() == train.checkpoint_steps(40, 5, 5)
+    assert json.loads((run.dir / "config.json").read_text())["id"] == cfg.run_id()
+    stamp = (run.dir / "done.json").stat().st_mtime_ns
+    again = train.train(cfg, st, progress=False)
+    assert (again.dir / "done.json").stat().st_mtime_ns == stamp
+
+
+def test_resume_after_interruption_gives_identical_weights(tmp_path):
+    cfg = tiny(**{"model.dropout": 0.1, "train.cond_dropout": 0.2})  # every random stream in play
+    whole = train.train(cfg, store.Store(tmp_path / "a"), progress=False)
+    st = store.Store(tmp_path / "b")
+    for stop in (7, 16):  # killed twice, between checkpoints
+        train.train(cfg, st, progress=False, stop_after=stop)
+    resumed = train.train(cfg, st, progress=False)
+    for step in whole.checkpoint_steps():
+        a, b = whole.load_weights(step), resumed.load_weights(step)
+        assert all(torch.equal(a[k], b[k]) for k in a), f"weights differ at step {step}"
+    assert whole.metrics() == resumed.metrics()
+
+
+def test_corrupted_state_falls_back_to_the_previous_one(tmp_path, capsys):
+    cfg = tiny()
+    whole = train.train(cfg, store.Store(tmp_path / "a"), progress=False)
+    st = store.Store(tmp_path / "b")
+    run = train.train(cfg, st, progress=False, stop_after=25)
+    newest = run.state_path(run.state_steps()[-1])
+    newest.write_bytes(newest.read_bytes()[:1000])  # truncated, as by a crash mid-copy
+    resumed = train.train(cfg, st, progress=True)
+    err = capsys.readouterr().err
+    assert "falling back" in err and str(newest) in err
+    a, b = weights(whole), weights(resumed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_corruption_is_detected_with_its_path(tmp_path):
+    path = tmp_path / "x.safetensors"
+    store.save_tensors(path, {"w": torch.arange(10.0)}, {"step": 3})
+    tensors, meta = store.load_tensors(path)
+    assert meta == {"step": 3} and torch.equal(tensors["w"], torch.arange(10.0))
+    payload = bytearray(path.read_bytes())
+    payload[-4] ^= 0xFF  # flip bits inside the tensor data
+    path.write_bytes(bytes(payload))
+    with pytest.raises(store.CorruptFileError, match="content hash mismatch") as err:
+        store.load_tensors(path)
+    assert str(path) in str(err.value)
+    path.write_bytes(b"")
+    with pytest.raises(store.CorruptFileError, match=str(path)):
+        store.load_tensors(path)
+
+
+class _Boom:
+    def __reduce__(self):
+        return (exec, ("import pathlib; pathlib.Path('PWNED').write_text('x')",))
+
+
+def test_a_pickled_payload_is_never_executed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = tiny()
+    st = store.Store(tmp_path / "s")
+    run = train.train(cfg, st, progress=False, stop_after=10)
+    planted = run.state_path(run.state_steps()[-1])
+    planted.write_bytes(pickle.dumps(_Boom()))  # a malicious "checkpoint"
+    train.train(cfg, st, progress=False)
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_hooks_observe_every_step_and_checkpoint(tmp_path):
+    class Recorder(train.Hook):
+        def __init__(self):
+            self.steps, self.checkpoints = [], []
+
+        def on_step(self, step, loss):
+            self.steps.append((step, loss))
+
+        def on_checkpoint(self, step, run):
+            self.checkpoints.append((step, run.checkpoint_path(step).exists()))
+
+    rec = Recorder()
+    cfg = tiny()
+    train.train(cfg, store.Store(tmp_path), hooks=(rec,), progress=False)
+    assert [s for s, _ in rec.steps] == list(range(1, 41)) and all(loss > 0 for _, loss in rec.steps)
+    assert rec.checkpoints == [(s, True) for s in train.checkpoint_steps(40, 5, 5)]
