@@ -5,7 +5,7 @@ PROFILE ?= cpu
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: book test bench clean-book
+.PHONY: book test bench clean-book chromium
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,8 +16,13 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 book: $(VENV)/.installed
 	$(BIN)/python -m conceptspace.book --profile $(PROFILE) $(ARGS)
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed chromium
 	$(BIN)/python -m pytest $(ARGS)
+
+chromium:  # Debian's browser for tests/test_browser.py (never a browser download)
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq chromium >/dev/null) || \
+		(echo "tests/test_browser.py needs Debian's chromium: apt-get install chromium" && exit 1)
 
 bench: $(VENV)/.installed
 	$(BIN)/python -m conceptspace.bench $(ARGS)

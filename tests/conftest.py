@@ -28,3 +28,19 @@ def results_dir(tmp_path, monkeypatch):
 def tiny():
     """The tiny profile's experiment."""
     return config.experiment("tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_book(tmp_path_factory, session_store):
+    """Every chapter executed on the tiny profile, and the HTML book built from them (once per session)."""
+    from conceptspace import book
+
+    out = tmp_path_factory.mktemp("book")
+    stage = out / "stage"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CONCEPTSPACE_RESULTS", str(out / "results"))
+        seconds = {name: book.execute(name, "tiny", {}, stage, timeout=900) for name in book.chapters()}
+        book.stage_pages(stage)
+        book.status_page(stage, seconds)
+        html = book.build_html(stage, out)
+    return {"out": out, "stage": stage, "html": html, "seconds": seconds}

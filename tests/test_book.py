@@ -10,16 +10,8 @@ from conceptspace import book
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory, session_store):
-    out = tmp_path_factory.mktemp("book")
-    stage = out / "stage"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CONCEPTSPACE_RESULTS", str(out / "results"))
-        seconds = {name: book.execute(name, "tiny", {}, stage, timeout=900) for name in book.chapters()}
-        book.stage_pages(stage)
-        book.status_page(stage, seconds)
-        html = book.build_html(stage, out)
-    return {"out": out, "stage": stage, "html": html, "seconds": seconds}
+def built(tiny_book):
+    return tiny_book
 
 
 def results(built, name):

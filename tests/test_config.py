@@ -13,7 +13,7 @@ def test_profiles_load_and_validate():
 def test_gpu_profile_is_the_papers_scale():
     run = experiment("gpu").run
     assert run.data.resolution == 32 and run.data.nuisance == 1.0
-    assert run.model.channels == (64, 128, 256) and run.model.layers_per_block == 2 and run.model.attention
+    assert run.model.channels == (64, 128, 256) and run.model.attention and run.model.attention_last_level
     assert run.train.steps == 20000 and run.train.checkpoints == 60
 
 
@@ -29,7 +29,7 @@ def test_run_id_is_stable_and_sensitive():
     ({"data.delta_color": -0.1}, "data.delta_color"),
     ({"data.delta_size": 0}, "data.delta_size = 0 is out of range"),
     ({"data.delta_colour": 0.2}, "unknown setting data.delta_colour"),
-    ({"data.resolution": 12}, "data.resolution = 12 is out of range; allowed: one of [8, 16, 32]"),
+    ({"data.resolution": 12}, "data.resolution = 12 is out of range; allowed: one of [8, 16, 32, 64]"),
     ({"train.steps": 0}, "train.steps = 0 is out of range"),
     ({"train.steps": 2.5}, "train.steps = 2.5 must be a whole number"),
     ({"train.steps": "many"}, "train.steps = 'many' must be a number"),

@@ -64,3 +64,55 @@ def test_mean_ci_widens_with_spread():
     assert m == lo == hi == 1.0
     m, lo, hi = dynamics.mean_ci([0.0, 2.0])
     assert m == 1.0 and lo < 0 < 2 < hi
+
+
+def l_path(turn_at=8, n=16, start=(0.5, 0.0), corner=(1.0, 0.05), end=(1.0, 1.0)):
+    a = np.linspace(start, corner, turn_at + 1)
+    b = np.linspace(corner, end, n - turn_at)[1:]
+    return np.vstack([a, b])
+
+
+def test_turn_detector_finds_a_known_kink():
+    steps = np.arange(16) * 100
+    t = dynamics.detect_turn(steps, l_path(turn_at=8), sigma=0)
+    assert t.found and t.step == 800 and t.heading == (1, 0)
+    assert 80 < t.angle < 100 and t.fit_gain > 0.9
+
+
+def test_turn_detector_reports_the_memorized_corner():
+    steps = np.arange(20) * 50
+    path = l_path(turn_at=12, n=20, start=(0.4, 0.3), corner=(0.05, 0.95), end=(0.95, 1.0))  # to small-red first
+    t = dynamics.detect_turn(steps, path, sigma=0)
+    assert t.found and t.heading == (0, 1) and t.step == 600
+
+
+def test_turn_detector_with_noise():
+    rng = np.random.default_rng(0)
+    steps = np.arange(24) * 100
+    hits = []
+    for _ in range(20):
+        noisy = l_path(turn_at=10, n=24) + rng.normal(0, 0.03, (24, 2))
+        t = dynamics.detect_turn(steps, noisy, sigma=1.0)
+        hits.append(t.found and abs(t.step - 1000) <= 200)
+    assert np.mean(hits) >= 0.9
+
+
+def test_turn_detector_says_none_for_straight_or_stalled_paths():
+    steps = np.arange(16) * 100
+    straight = np.linspace((0.5, 0.0), (1.0, 1.0), 16)
+    assert not dynamics.detect_turn(steps, straight, sigma=0).found
+    rng = np.random.default_rng(1)
+    noisy_straight = straight + rng.normal(0, 0.02, straight.shape)
+    assert not dynamics.detect_turn(steps, noisy_straight, sigma=1.0).found
+    stalled = np.full((16, 2), 0.3) + rng.normal(0, 0.01, (16, 2))  # never goes anywhere
+    assert not dynamics.detect_turn(steps, stalled, sigma=1.0).found
+    arc = np.stack([0.5 + 0.5 * np.sin(np.linspace(0, 0.6, 16)), 1 - np.cos(np.linspace(0, 0.6, 16))], 1)
+    assert not dynamics.detect_turn(steps, arc, sigma=0).found  # a gentle bend is not a sudden turn
+
+
+def test_speed_and_saturation():
+    steps = np.array([0, 100, 200, 300])
+    pts = np.array([[0, 0], [0.3, 0.4], [0.6, 0.8], [0.6, 0.8]])
+    speed = dynamics.speed_along(steps, pts, sigma=0)
+    assert speed[1] == pytest.approx(0.5 / 100) and speed[-1] == pytest.approx(0.0)
+    assert dynamics.saturation_step(steps, [0.5, 0.02, 0.005, 0.001]).step == 200

@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from conceptspace import config, evaluate, train
+from conceptspace import config, evaluate, prompting, train
 from conceptspace.store import Store
 
 
@@ -27,7 +27,7 @@ def test_target_value_zero_reads_the_complement():
 
 def test_class_prompts_cover_every_class_with_their_sample_counts():
     ex = config.experiment("tiny")
-    prompts = evaluate.class_prompts(ex.run.data, ex.eval)
+    prompts = prompting.class_prompts(ex.run.data, ex.eval)
     assert [p.name for p in prompts] == ["large-red", "small-red", "large-blue", "small-blue"]
     assert [p.n for p in prompts] == [4, 4, 4, 8]
     assert len({p.key() for p in prompts}) == 4
@@ -38,7 +38,7 @@ def test_evaluation_is_cached_per_checkpoint_and_prompt(tmp_path, monkeypatch):
     st = Store(tmp_path)
     run = train.train(ex.run, st, progress=False)
     probe = evaluate.load_probe(st, ex.run.data, ex.probe)
-    prompts = evaluate.class_prompts(ex.run.data, ex.eval)
+    prompts = prompting.class_prompts(ex.run.data, ex.eval)
     first = evaluate.evaluate(run, probe, prompts[:2], ex.eval, progress=False)
     assert set(first["step"]) == set(run.checkpoint_steps()) and set(first["prompt"]) == {"large-red", "small-red"}
     calls = []

@@ -65,10 +65,29 @@ def test_linear_intervention_edits_the_embedding_and_is_removed():
     net = model.build_model(run).eval()
     h = torch.rand(2, 11)
     before = net.cond_embed(h).detach()
-    with applied(net, run, ("linear", "blue", 2.0, "large", 0.1)):
+    with applied(net, [("linear", "blue", 2.0, "large", 0.1), ()]):
         edited = net.cond_embed(h).detach()
     after = net.cond_embed(h).detach()
-    assert torch.equal(before, after) and not torch.allclose(before, edited)
+    assert torch.equal(before, after) and not torch.allclose(before[0], edited[0])
+    assert torch.equal(edited[1], before[1])  # a row without an edit is left exactly as it was
     b = direction(net, "blue")
     # the component along the blue direction is amplified (by 1 + α before the small suppression)
-    assert (edited @ b).abs().sum() > (before @ b).abs().sum()
+    assert (edited[0] @ b).abs() > (before[0] @ b).abs()
+
+
+def test_per_sample_guidance_equals_one_weight_at_a_time():
+    run = tiny_run()
+    net = model.build_model(run).eval()
+    for p in net.cond_embed.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    noise, cond = torch.randn(2, 3, 8, 8), torch.rand(2, 11)
+    mixed = model.sample(net, run, cond, noise, steps=3, guidance=torch.tensor([0.0, 3.0]))
+    one = model.sample(net, run, cond[:1], noise[:1], steps=3, guidance=0.0)
+    three = model.sample(net, run, cond[1:], noise[1:], steps=3, guidance=3.0)
+    assert torch.allclose(mixed, torch.cat([one, three]), atol=1e-5)
+
+
+def test_paper_scale_model_matches_the_original_networks_size():
+    """The gpu profile's UNet: the original CUNet has 10,913,861 parameters (spec §2.1)."""
+    net = model.build_model(config.experiment("gpu").run)
+    assert 10.8e6 < sum(p.numel() for p in net.parameters()) < 11.1e6

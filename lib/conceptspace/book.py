@@ -27,6 +27,7 @@ from .store import REPO_ROOT
 
 STAGE = REPO_ROOT / "_build" / "stage"
 SHORT_CELL_SECONDS = 600  # cells not tagged long-running: a papermill stall costs at most this
+WIDGET_CELL_SECONDS = 60  # cells tagged "widget": papermill can stall after widget traffic (ecosystem.md §7)
 
 
 def toc_files(root: Path = REPO_ROOT) -> list[str]:
@@ -84,7 +85,10 @@ def execute(name: str, profile: str, overrides: dict, out_dir: Path, timeout: in
     nbformat.write(nb, src)
 
     def cell_timeout(cell):
-        return timeout if "long-running" in cell.metadata.get("tags", []) else min(timeout, SHORT_CELL_SECONDS)
+        tags = cell.metadata.get("tags", [])
+        if "widget" in tags:
+            return WIDGET_CELL_SECONDS
+        return timeout if "long-running" in tags else min(timeout, SHORT_CELL_SECONDS)
 
     t0 = time.time()
     try:

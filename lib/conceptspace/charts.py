@@ -15,13 +15,13 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from .data import VALUE_NAMES
+from .data import value_name
 
 alt.data_transformers.disable_max_rows()
 
 
 def axis_title(concept: str) -> str:
-    return f"P({VALUE_NAMES[concept][1]})"
+    return f"P({value_name(concept, 1)})"
 
 
 def corners(concepts, class_names: dict) -> pd.DataFrame:
@@ -30,21 +30,29 @@ def corners(concepts, class_names: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def checkpoint_slider(cs: pd.DataFrame) -> alt.Parameter:
+    last = int(cs["step"].nunique()) - 1
+    return alt.param(name="checkpoint", value=last,
+                     bind=alt.binding_range(min=0, max=last, step=1, name="checkpoint index "))
+
+
 def trajectories(cs: pd.DataFrame, x: str = "color", y: str = "size", held_out=(), class_names: dict | None = None,
-                 color: str = "prompt", title: str = "", width: int = 380, ordinal: bool = False) -> alt.Chart:
+                 color: str = "prompt", title: str = "", width: int = 380, ordinal: bool = False,
+                 slider: alt.Parameter | None = None, marks: pd.DataFrame | None = None) -> alt.Chart:
     """Concept-space trajectories, one per `color` group, with a checkpoint slider.
 
     Held-out classes are drawn thick; hovering a point shows its step and coordinates; the slider
-    reveals the trajectories up to a checkpoint and marks where each group is at that moment.
+    reveals the trajectories up to a checkpoint and marks where each group is at that moment. Pass
+    `slider` to share it with other views (the caller then adds it to the combined chart); `marks`
+    (columns p_<x>, p_<y>, label) are drawn as crosses, e.g. detected turns.
     """
     df = cs.copy()
     df["checkpoint"] = df["step"].rank(method="dense").astype(int) - 1
     df["held_out"] = df["prompt"].isin(list(held_out))
-    last = int(df["checkpoint"].max())
     kind = "O" if ordinal else "N"
-    pick = alt.selection_point(fields=[color], bind="legend")
-    slider = alt.param(name="checkpoint", value=last,
-                       bind=alt.binding_range(min=0, max=last, step=1, name="checkpoint index "))
+    pick = alt.selection_point(fields=[color], bind="legend", name=f"pick_{x}_{y}")
+    own_slider = slider is None
+    slider = slider if slider is not None else checkpoint_slider(df)
     scale = alt.Scale(domain=[0, 1])
     base = alt.Chart(df).encode(
         x=alt.X(f"p_{x}:Q", scale=scale, title=axis_title(x)),
@@ -71,13 +79,39 @@ def trajectories(cs: pd.DataFrame, x: str = "color", y: str = "size", held_out=(
         x=alt.value(width), y=alt.value(width), text=alt.Text("step:Q", format=",d"))
     layers = [lines, points, now, label.encode(text=alt.Text("label:N")).transform_calculate(
         label="'step ' + format(datum.step, ',d')")]
+    if marks is not None and len(marks):
+        layers.append(alt.Chart(marks).mark_point(shape="cross", size=260, color="black", strokeWidth=2).encode(
+            x=alt.X(f"p_{x}:Q", scale=scale), y=alt.Y(f"p_{y}:Q", scale=scale), tooltip=["label:N"]))
     if class_names:
         cdf = corners(None, class_names)
         layers.insert(0, alt.Chart(cdf).mark_text(fontSize=11, color="gray", dy=-9).encode(
             x=alt.X("x:Q", scale=scale), y=alt.Y("y:Q", scale=scale), text="label:N"))
         layers.insert(0, alt.Chart(cdf).mark_square(size=60, color="lightgray").encode(
             x=alt.X("x:Q", scale=scale), y=alt.Y("y:Q", scale=scale)))
-    return alt.layer(*layers).add_params(slider).properties(width=width, height=width, title=title)
+    chart = alt.layer(*layers).properties(width=width, height=width, title=title)
+    return chart.add_params(slider) if own_slider else chart
+
+
+def samples_beside_trajectories(cs: pd.DataFrame, strips: pd.DataFrame, **kwargs) -> alt.Chart:
+    """Concept-space trajectories next to the samples of each prompt, both following one checkpoint
+    slider: the book's kernel-free version of the checkpoint scrubber widget. `strips` has columns
+    step, prompt and url (a PNG data URI, see `strip_url`)."""
+    slider = checkpoint_slider(cs)
+    left = trajectories(cs, slider=slider, **kwargs)
+    df = strips.copy()
+    df["checkpoint"] = df["step"].rank(method="dense").astype(int) - 1
+    right = alt.Chart(df).mark_image(width=200, height=50).encode(
+        x=alt.value(110), y=alt.Y("prompt:N", title=None), url="url:N",
+        tooltip=["prompt:N", "step:Q"]).transform_filter(alt.datum.checkpoint == slider).properties(
+        width=220, height=60 * df["prompt"].nunique(), title="samples at this checkpoint")
+    return alt.hconcat(left, right).add_params(slider)
+
+
+def strip_url(images, scale: int = 3) -> str:
+    """A row of images as one PNG data URI (for altair's image mark)."""
+    arr = to_uint8(images)
+    row = np.concatenate(list(arr), axis=1)
+    return "data:image/png;base64," + _png(row, scale)
 
 
 def over_training(df: pd.DataFrame, value: str, color: str = "prompt", title: str = "", log_x: bool = True,

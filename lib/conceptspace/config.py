@@ -18,46 +18,78 @@ import yaml
 
 PROFILES_DIR = Path(__file__).resolve().parents[2] / "profiles"
 CONCEPTS = ("color", "size", "background")
+# The 40 attributes of CelebA's list_attr_celeba.txt, usable as concepts of real faces (chapter 6).
+CELEBA_ATTRIBUTES = (
+    "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs", "Big_Lips", "Big_Nose",
+    "Black_Hair", "Blond_Hair", "Blurry", "Brown_Hair", "Bushy_Eyebrows", "Chubby", "Double_Chin", "Eyeglasses",
+    "Goatee", "Gray_Hair", "Heavy_Makeup", "High_Cheekbones", "Male", "Mouth_Slightly_Open", "Mustache",
+    "Narrow_Eyes", "No_Beard", "Oval_Face", "Pale_Skin", "Pointy_Nose", "Receding_Hairline", "Rosy_Cheeks",
+    "Sideburns", "Smiling", "Straight_Hair", "Wavy_Hair", "Wearing_Earrings", "Wearing_Hat", "Wearing_Lipstick",
+    "Wearing_Necklace", "Wearing_Necktie", "Young")
 
 
 class ConfigError(ValueError):
     """A setting is unknown, of the wrong type or out of range."""
 
 
-def _knob(default, *, lo=None, hi=None, lo_open=False, hi_open=False, choices=None, doc=""):
-    """A dataclass field with its allowed range, checked by `validate`."""
-    meta = dict(lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open, choices=choices, doc=doc)
+def _knob(default, *, lo=None, hi=None, lo_open=False, hi_open=False, choices=None, doc="", added=False):
+    """A dataclass field with its allowed range, checked on construction. `added`: a setting that came
+    after runs were stored; at its default it is left out of run ids, so those runs keep their names."""
+    meta = dict(lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open, choices=choices, doc=doc, added=added)
     if isinstance(default, (list, tuple)):
         return field(default_factory=lambda: default, metadata=meta)
     return field(default=default, metadata=meta)
 
 
+class _Validated:
+    """Every section checks its own values on construction, however it was built (a profile, a
+    notebook's overrides, `dataclasses.replace`, or by hand): a bad value never reaches compute."""
+    _prefix = ""
+
+    def __post_init__(self):
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if dataclasses.is_dataclass(value):
+                continue
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            object.__setattr__(self, f.name, _coerce(value, default, f.metadata, f"{self._prefix}{f.name}"))
+        _cross_check(self, self._prefix)
+
+
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(_Validated):
     """The image generator (spec §1): one blurred disc on a light background."""
-    concepts: tuple = _knob(("color", "size"), choices=CONCEPTS, doc="concepts, in class-index order")
+    _prefix = "data."
+    dataset: str = _knob("shapes", choices=("shapes", "celeba"), doc="rendered discs, or real faces from a folder",
+                         added=True)
+    folder: str = _knob("", doc="celeba: the folder holding img_align_celeba/ and list_attr_celeba.txt", added=True)
+    concepts: tuple = _knob(("color", "size"), choices=CONCEPTS + CELEBA_ATTRIBUTES,
+                            doc="concepts, in class-index order (celeba: two attribute names)")
     delta_color: float = _knob(0.4, lo=0, hi=1, lo_open=True, doc="Δc: RGB separation of red and blue")
     delta_size: float = _knob(0.4, lo=0, hi=0.6, lo_open=True, doc="Δs: radius separation of large and small")
     delta_background: float = _knob(0.3, lo=0, hi=1, lo_open=True, doc="Δb: grey separation of light and dark")
     held_out: tuple = _knob(((1, 1),), doc="classes never shown in training (value index per concept)")
-    resolution: int = _knob(32, choices=(8, 16, 32), doc="pixels per side (rendered at 32, then pooled)")
+    resolution: int = _knob(32, choices=(8, 16, 32, 64), doc="pixels per side (shapes: rendered at 32, then pooled)")
     nuisance: float = _knob(1.0, lo=0, hi=1, doc="fraction of the paper's position and background variation")
     samples_per_class: int = _knob(2048, lo=8, hi=1_000_000, doc="training images per training class")
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(_Validated):
     """A diffusers UNet2DModel with the conditioning vector added to its time embedding."""
+    _prefix = "model."
     channels: tuple = _knob((64, 128, 256), doc="channels per resolution level")
     layers_per_block: int = _knob(2, lo=1, hi=4, doc="res blocks per level (the decoder has one more)")
     attention: bool = _knob(True, doc="self-attention in the mid block")
+    attention_last_level: bool = _knob(False, doc="self-attention in the lowest-resolution level too", added=True)
     norm_groups: int = _knob(8, lo=1, hi=64, doc="GroupNorm groups; must divide every channel count")
     dropout: float = _knob(0.0, lo=0, hi=0.5, hi_open=True, doc="dropout inside res blocks")
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(_Validated):
     """Optimization and checkpoints (spec §2.3); DDPM ε-prediction instead of the paper's VDM."""
+    _prefix = "train."
     steps: int = _knob(20_000, lo=1, hi=10_000_000, doc="optimizer steps")
     batch_size: int = _knob(64, lo=1, hi=4096, doc="images per step")
     learning_rate: float = _knob(1e-3, lo=0, hi=1, lo_open=True, doc="AdamW learning rate")
@@ -72,8 +104,9 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
-class EvalConfig:
+class EvalConfig(_Validated):
     """Concept-space evaluation at each checkpoint (spec §3.2): fixed noise, every class prompt."""
+    _prefix = "eval."
     sampler_steps: int = _knob(50, lo=1, hi=1000, doc="DDIM steps per sample")
     samples_per_class: int = _knob(32, lo=1, hi=4096, doc="samples per training-class prompt")
     samples_held_out: int = _knob(32, lo=1, hi=4096, doc="samples per held-out prompt")
@@ -83,8 +116,9 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
-class ProbeConfig:
+class ProbeConfig(_Validated):
     """The oracle concept classifier (spec §3.1): trained on all classes over a range of signals."""
+    _prefix = "probe."
     steps: int = _knob(1500, lo=1, hi=1_000_000, doc="training steps")
     batch_size: int = _knob(128, lo=8, hi=4096, doc="images per step")
     width: int = _knob(32, lo=4, hi=256, doc="channels of the first conv layer")
@@ -95,8 +129,9 @@ class ProbeConfig:
 
 
 @dataclass(frozen=True)
-class SweepConfig:
+class SweepConfig(_Validated):
     """A grid of runs around the profile's run (chapter 2): every combination of these values."""
+    _prefix = "sweep."
     delta_color: tuple = _knob((0.1, 0.137, 0.174, 0.211, 0.247, 0.284, 0.321, 0.358, 0.395, 0.432, 0.468,
                                 0.505, 0.542, 0.579, 0.616, 0.653, 0.689, 0.726, 0.763, 0.8),
                                doc="Δc values (the paper's col_sweep: 20 values from 0.1 to 0.8)")
@@ -107,14 +142,74 @@ class SweepConfig:
 
 
 @dataclass(frozen=True)
-class RunConfig:
+class CapabilityConfig(_Validated):
+    """Chapter 4's runs and interventions (spec §4). Defaults: the paper's prompting sweep."""
+    _prefix = "capability."
+    delta_color: tuple = _knob((0.175, 0.2, 0.225, 0.25, 0.275, 0.3), doc="Δc values of the runs probed")
+    seeds: tuple = _knob((0, 100, 200, 300, 400), doc="training seeds")
+    steps: int = _knob(15000, lo=0, hi=10_000_000, doc="run length (0: the profile's, reusing chapter 2's runs)")
+    samples: int = _knob(64, lo=1, hi=4096, doc="samples per intervention prompt")
+    alphas: tuple = _knob((0.1, 1.0, 2.0), doc="latent edit strengths α")
+    beta: float = _knob(0.1, lo=0, hi=10, doc="latent edit suppression β")
+    guidance: tuple = _knob((0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 7.0), doc="classifier-free guidance weights")
+    guidance_delta_color: tuple = _knob((0.2,), doc="Δc of the runs trained with conditioning dropout")
+    guidance_seeds: tuple = _knob((0, 100, 200, 300, 400), doc="seeds of the guidance runs")
+    cond_dropout: float = _knob(0.1, lo=0, hi=1, lo_open=True, hi_open=True, doc="P(null prompt) in guidance runs")
+
+
+@dataclass(frozen=True)
+class SimConfig(_Validated):
+    """Chapter 5's SIM experiments (spec sim §1.3-1.4): SGD on the identity task, and the theory."""
+    _prefix = "sim."
+    n: int = _knob(5000, lo=10, hi=1_000_000, doc="points per cluster")
+    dim: int = _knob(64, lo=2, hi=4096, doc="ambient dimension")
+    epochs: int = _knob(40, lo=1, hi=10_000, doc="SGD epochs")
+    lr: float = _knob(0.1, lo=0, hi=10, lo_open=True, doc="SGD learning rate (one-layer runs)")
+    batch: int = _knob(128, lo=1, hi=100_000, doc="SGD batch size")
+    seeds: int = _knob(20, lo=1, hi=10_000, doc="seeds for the non-monotone test loss statistics")
+    var_sweep: tuple = _knob((0.05, 0.1, 0.5, 1.0, 2.0), doc="Var of the weak concept (paper's Fig. 2b)")
+    mu_sweep: tuple = _knob((1.0, 2.0, 3.0), doc="μ₁ with μ₂ = 2 (paper's Fig. 2a)")
+
+
+@dataclass(frozen=True)
+class MultiConfig(_Validated):
+    """Chapter 6's three-concept runs (spec §1.3): color, size and background on a 2×2×2 grid."""
+    _prefix = "multi."
+    delta_color: tuple = _knob((0.2, 0.4, 0.6), doc="Δc values")
+    delta_size: float = _knob(0.35, lo=0, hi=0.6, lo_open=True, doc="Δs")
+    delta_background: tuple = _knob((0.1, 0.2, 0.3), doc="Δb values")
+    seeds: tuple = _knob((0, 100, 200, 300, 400), doc="training seeds")
+    steps: int = _knob(40000, lo=1, hi=10_000_000, doc="run length (the paper's 2×2×2 runs: 40k)")
+    checkpoints: int = _knob(120, lo=2, hi=1000, doc="checkpoints per run")
+
+
+@dataclass(frozen=True)
+class CelebAConfig(_Validated):
+    """Chapter 6's real-data run (spec §5): two CelebA attributes, one combination held out."""
+    _prefix = "celeba."
+    folder: str = _knob("", doc="folder with img_align_celeba/ and list_attr_celeba.txt ('' = $CONCEPTSPACE_CELEBA)")
+    attributes: tuple = _knob(("Male", "Smiling"), choices=CELEBA_ATTRIBUTES, doc="the two concepts")
+    held_out: tuple = _knob(((0, 1),), doc="held-out combination: female and smiling")
+    per_class: int = _knob(30000, lo=1, hi=1_000_000, doc="training images per training class")
+    resolution: int = _knob(64, choices=(8, 16, 32, 64), doc="pixels per side")
+    channels: tuple = _knob((64, 128, 256), doc="UNet channels")
+    layers_per_block: int = _knob(2, lo=1, hi=4, doc="res blocks per level")
+    norm_groups: int = _knob(4, lo=1, hi=64, doc="GroupNorm groups")
+    steps: int = _knob(150_000, lo=1, hi=10_000_000, doc="steps (the paper evaluated up to ≈ 141.5k)")
+    checkpoints: int = _knob(16, lo=2, hi=1000, doc="checkpoints")
+    weight_decay: float = _knob(1e-5, lo=0, hi=1, doc="AdamW weight decay (the paper's CelebA value)")
+    probe_steps: int = _knob(10_000, lo=1, hi=1_000_000, doc="probe training steps")
+
+
+@dataclass(frozen=True)
+class RunConfig(_Validated):
     """What defines a trained run; its hash names the run in the store."""
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def run_id(self) -> str:
-        return stable_hash(to_dict(self))
+        return stable_hash(_identity(self))
 
     def with_changes(self, **dotted) -> "RunConfig":
         """A copy with settings replaced by dotted name, validated: `with_changes(**{"data.delta_color": .2})`."""
@@ -122,18 +217,36 @@ class RunConfig:
 
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig, "probe": ProbeConfig,
-            "sweep": SweepConfig}
+            "sweep": SweepConfig, "capability": CapabilityConfig, "sim": SimConfig, "multi": MultiConfig,
+            "celeba": CelebAConfig}
 
 
 @dataclass(frozen=True)
 class Experiment:
-    """A profile plus overrides: the run to train, how to evaluate it, and the chapter's extra settings."""
+    """A profile plus overrides, validated: the run to train, how to evaluate it, each chapter's settings."""
     profile: str
     run: RunConfig
     eval: EvalConfig
     probe: ProbeConfig
     sweep: SweepConfig
-    extra: dict  # sections a chapter reads itself (e.g. SIM settings), validated there
+    capability: CapabilityConfig
+    sim: SimConfig
+    multi: MultiConfig
+    celeba: CelebAConfig
+
+
+def _identity(obj) -> Any:
+    """to_dict without the `added` settings that are at their defaults (see _knob)."""
+    if not dataclasses.is_dataclass(obj):
+        return to_dict(obj)
+    out = {}
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if f.metadata.get("added") and value == default:
+            continue
+        out[f.name] = _identity(value)
+    return out
 
 
 def to_dict(obj) -> Any:
@@ -197,6 +310,12 @@ def _check_number(value, kind, meta, name):
 
 def _coerce(value, default, meta, name):
     """Check one value against the type of its default and its allowed range."""
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ConfigError(f"{name} = {value!r} must be text")
+        if meta["choices"] is not None and value not in meta["choices"]:
+            raise ConfigError(f"{name} = {value!r} is unknown; allowed: {list(meta['choices'])}")
+        return value
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise ConfigError(f"{name} = {value!r} must be true or false")
@@ -243,16 +362,29 @@ def build(cls, values: dict | None, prefix: str = ""):
         elif dataclasses.is_dataclass(default):
             kwargs[name] = build(type(default), values[name], f"{prefix}{name}.")
         else:
-            kwargs[name] = _coerce(values[name], default, f.metadata, f"{prefix}{name}")
-    obj = cls(**kwargs)
-    _cross_check(obj, prefix)
-    return obj
+            kwargs[name] = values[name]
+    return cls(**kwargs)  # each section validates itself in __post_init__
 
 
 def _cross_check(obj, prefix):
     """Constraints between settings of one section."""
     if isinstance(obj, DataConfig):
         n = len(obj.concepts)
+        allowed = CONCEPTS if obj.dataset == "shapes" else CELEBA_ATTRIBUTES
+        bad = [c for c in obj.concepts if c not in allowed]
+        if bad:
+            raise ConfigError(f"{prefix}concepts has {bad[0]!r}, not a concept of data.dataset = "
+                              f"{obj.dataset!r}; allowed: {list(allowed)}")
+        if obj.dataset == "shapes" and obj.resolution > 32:
+            raise ConfigError(f"{prefix}resolution = {obj.resolution}: the shapes are rendered at 32 pixels; "
+                              f"allowed: one of [8, 16, 32]")
+        if obj.dataset == "celeba":
+            if n != 2:
+                raise ConfigError(f"{prefix}concepts = {list(obj.concepts)}: CelebA runs take two attributes")
+            from pathlib import Path
+            if not obj.folder or not Path(obj.folder).is_dir():
+                raise ConfigError(f"{prefix}folder = {obj.folder!r} is not a folder; data.dataset = 'celeba' needs "
+                                  f"the folder holding img_align_celeba/ and list_attr_celeba.txt")
         if len(set(obj.concepts)) != n:
             raise ConfigError(f"{prefix}concepts = {list(obj.concepts)} repeats a concept")
         classes = 2 ** n
@@ -287,11 +419,18 @@ def _cross_check(obj, prefix):
         if obj.train.first_checkpoint > obj.train.steps:
             raise ConfigError(f"train.first_checkpoint = {obj.train.first_checkpoint} is after the last step "
                               f"(train.steps = {obj.train.steps}); allowed: 1 ≤ train.first_checkpoint ≤ train.steps")
-    if isinstance(obj, SweepConfig):
-        for name, top in (("delta_color", 1), ("delta_size", 0.6)):
+    if isinstance(obj, (SweepConfig, CapabilityConfig, MultiConfig)):
+        for name, top in (("delta_color", 1), ("delta_size", 0.6), ("guidance_delta_color", 1),
+                          ("delta_background", 1)):
+            if not isinstance(getattr(obj, name, None), tuple):
+                continue
             bad = [v for v in getattr(obj, name) if not 0 < v <= top]
             if bad:
                 raise ConfigError(f"{prefix}{name} has {bad[0]}; allowed: 0 < value ≤ {top}")
+        for name in ("seeds", "guidance_seeds"):
+            bad = [v for v in getattr(obj, name, ()) if not float(v).is_integer()]
+            if bad:
+                raise ConfigError(f"{prefix}{name} has {bad[0]}; allowed: whole numbers ≥ 0")
     if isinstance(obj, ProbeConfig):
         for name, (lo, hi), top in (("delta_color_range", obj.delta_color_range, 1),
                                     ("delta_size_range", obj.delta_size_range, 0.6),
@@ -322,10 +461,15 @@ def experiment(profile: str = "cpu", overrides: dict | None = None) -> Experimen
     if overrides is not None and not isinstance(overrides, dict):
         raise ConfigError(f"overrides = {overrides!r} must be a mapping of dotted names to values")
     settings = merge(load_profile(profile), _undot(overrides or {}))
+    unknown = sorted(set(settings) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"unknown setting {unknown[0]}: settings are named section.name; sections: {list(SECTIONS)}")
     run = build(RunConfig, {k: settings.get(k, {}) for k in ("data", "model", "train")})
-    extra = {k: v for k, v in settings.items() if k not in SECTIONS}
     return Experiment(profile=profile, run=run,
                       eval=build(EvalConfig, settings.get("eval"), "eval."),
                       probe=build(ProbeConfig, settings.get("probe"), "probe."),
                       sweep=build(SweepConfig, settings.get("sweep"), "sweep."),
-                      extra=extra)
+                      capability=build(CapabilityConfig, settings.get("capability"), "capability."),
+                      sim=build(SimConfig, settings.get("sim"), "sim."),
+                      multi=build(MultiConfig, settings.get("multi"), "multi."),
+                      celeba=build(CelebAConfig, settings.get("celeba"), "celeba."))

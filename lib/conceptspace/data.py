@@ -33,10 +33,25 @@ def training_classes(data: DataConfig) -> list[tuple[int, ...]]:
     return [c for c in all_classes(data) if c not in data.held_out]
 
 
+def value_name(concept: str, value: int) -> str:
+    """'blue' for (color, 1); for CelebA attributes e.g. 'smiling' / 'not-smiling'."""
+    if concept in VALUE_NAMES:
+        return VALUE_NAMES[concept][value]
+    from .celeba import value_names
+    return value_names(concept)[value]
+
+
 def class_name(data: DataConfig, cls) -> str:
     """'small-blue' style names, the paper's reading order (size before color, then background)."""
+    if data.dataset == "celeba":
+        return "-".join(value_name(c, v) for c, v in zip(data.concepts, cls))
     order = [c for c in ("background", "size", "color") if c in data.concepts]
     return "-".join(VALUE_NAMES[c][cls[data.concepts.index(c)]] for c in order)
+
+
+def cond_dim(data: DataConfig) -> int:
+    """Length of the conditioning vector: the paper's 11 values, or CelebA's one-hot pairs."""
+    return COND_DIM if data.dataset == "shapes" else 2 * len(data.concepts)
 
 
 def _concept_mean(data: DataConfig, concept: str, value: torch.Tensor) -> torch.Tensor:
@@ -127,6 +142,9 @@ def conditioning(data: DataConfig, attrs: dict) -> torch.Tensor:
 def class_prompt(data: DataConfig, cls) -> torch.Tensor:
     """The conditioning vector of a class's mean values: the naive prompt for that class (spec §4.1)."""
     classes = torch.tensor([cls])
+    if data.dataset == "celeba":
+        from .celeba import conditioning as one_hot
+        return one_hot(classes)[0]
     return conditioning(data, attributes(data, classes, torch.Generator().manual_seed(0), jitter=False))[0]
 
 
@@ -134,14 +152,40 @@ def make_dataset(data: DataConfig, seed: int, device: torch.device | str = "cpu"
     """The training set: `samples_per_class` images of each training class, deterministic given seed.
 
     Random draws come from a CPU generator so every device sees the same data; rendering runs on
-    `device`. Returns images (N,3,R,R) in [0,1], conditioning (N,11) and class labels (N, n_concepts).
+    `device`. Returns images (N,3,R,R) in [0,1] (CelebA: uint8, augmented per batch), conditioning
+    (N, cond_dim) and class labels (N, n_concepts).
     """
+    if data.dataset == "celeba":
+        from .celeba import conditioning as one_hot
+        from .celeba import labelled_images
+        images, labels = labelled_images(data, training_classes(data), data.samples_per_class, seed)
+        return images.to(device), one_hot(labels).to(device), labels.to(device)
     g = torch.Generator().manual_seed(seed)
     train = torch.tensor(training_classes(data))
     labels = train.repeat_interleave(data.samples_per_class, dim=0)
     attrs = attributes(data, labels, g)
     images = render(attrs, data.resolution, g, device)
     return images, conditioning(data, attrs).to(device), labels.to(device)
+
+
+class TrainingSet:
+    """Batches of (x₀ in the model's [-1, 1], conditioning) drawn by index with the trainer's generator."""
+
+    def __init__(self, data: DataConfig, seed: int, device):
+        self.images, self.cond, _ = make_dataset(data, seed, device)
+        self.augmented = data.dataset == "celeba"
+        if not self.augmented:
+            self.images = self.images * 2 - 1
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def batch(self, idx: torch.Tensor, generator: torch.Generator):
+        x = self.images[idx]
+        if self.augmented:
+            from .celeba import augment
+            x = augment(x, generator) * 2 - 1
+        return x, self.cond[idx]
 
 
 def mean_images(data: DataConfig, cls, n: int, seed: int) -> torch.Tensor:
@@ -165,3 +209,26 @@ def concept_signal(data: DataConfig, concept: str, n: int = 128, seed: int = 42)
     a = mean_images(data, tuple(base), n, seed)
     b = mean_images(data, tuple(other), n, seed)
     return float(((a - b) ** 2).mean())
+
+
+def concept_statistics(data: DataConfig, concept: str, n: int = 512, seed: int = 42) -> dict:
+    """A concept's signal and spread in pixel space, the quantities of the SIM theory (chapter 5).
+
+    Two training clusters that differ only in `concept` (the other concepts at value 0) are drawn
+    with the training jitter and nuisance. Along the unit direction u between their mean images:
+    `distance` is ‖mean₁ − mean₀‖ (SIM's μ_p) and `variance` the within-class variance of the images'
+    projections on u (SIM's Var_p).
+    """
+    if concept not in data.concepts:
+        raise ValueError(f"concept = {concept!r} is not among data.concepts = {list(data.concepts)}")
+    g = torch.Generator().manual_seed(seed)
+    base = [0] * len(data.concepts)
+    other = list(base)
+    other[data.concepts.index(concept)] = 1
+    a = render(attributes(data, torch.tensor([base] * n), g), data.resolution, g).flatten(1)
+    b = render(attributes(data, torch.tensor([other] * n), g), data.resolution, g).flatten(1)
+    diff = b.mean(0) - a.mean(0)
+    distance = float(diff.norm())
+    u = diff / distance
+    variance = float(torch.cat([(a - a.mean(0)) @ u, (b - b.mean(0)) @ u]).var())
+    return {"distance": distance, "variance": variance}

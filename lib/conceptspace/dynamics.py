@@ -107,7 +107,8 @@ def speeds(times: pd.DataFrame, by) -> pd.DataFrame:
 def flip_point(x, first, second) -> float | None:
     """Where `second − first` changes sign along x (linear interpolation between grid points);
     None if it never does. Used for the Δc at which the learning order of two concepts flips."""
-    x, diff = np.asarray(x, dtype=float), np.asarray(second, dtype=float) - np.asarray(first, dtype=float)
+    with np.errstate(invalid="ignore"):  # two censored sides: inf − inf, skipped below
+        x, diff = np.asarray(x, dtype=float), np.asarray(second, dtype=float) - np.asarray(first, dtype=float)
     for i in range(len(x) - 1):
         if np.isnan(diff[i]) or np.isnan(diff[i + 1]) or np.sign(diff[i]) == np.sign(diff[i + 1]):
             continue
@@ -115,3 +116,90 @@ def flip_point(x, first, second) -> float | None:
             return float((x[i] + x[i + 1]) / 2)  # a censored side: only the interval is known
         return float(x[i] + (x[i + 1] - x[i]) * diff[i] / (diff[i] - diff[i + 1]))
     return None
+
+
+@dataclass(frozen=True)
+class Turn:
+    """A sudden turn of a concept-space trajectory (chapter 3), or its absence (`step` None)."""
+    step: int | None
+    angle: float          # degrees between the directions before and after the turn
+    heading: tuple | None  # the corner the trajectory was heading for before the turn
+    fit_gain: float       # 1 − (two-segment residual / one-segment residual): how much a kink explains
+
+    @property
+    def found(self) -> bool:
+        return self.step is not None
+
+
+def _chord_residual(points: np.ndarray) -> float:
+    """Squared distances of points from the chord joining the first and the last."""
+    a, b = points[0], points[-1]
+    d = b - a
+    n = np.linalg.norm(d)
+    if n < 1e-12:
+        return float(((points - a) ** 2).sum())
+    normal = np.array([-d[1], d[0]]) / n
+    return float((((points - a) @ normal) ** 2).sum())
+
+
+def _angle(u: np.ndarray, v: np.ndarray) -> float:
+    cos = u @ v / (np.linalg.norm(u) * np.linalg.norm(v) + 1e-12)
+    return float(np.degrees(np.arccos(np.clip(cos, -1, 1))))
+
+
+def detect_turn(steps, points, sigma: float = 1.0, min_angle: float = 45.0, min_travel: float = 0.15,
+                min_gain: float = 0.5, corners=((0, 0), (0, 1), (1, 0), (1, 1))) -> Turn:
+    """The break point of the best two-segment fit to the smoothed trajectory.
+
+    The trajectory (checkpoints × 2, in concept space) is smoothed along the checkpoint index; every
+    interior checkpoint k is tried as the vertex of a polyline start → p_k → end, and the one with the
+    smallest squared distance of the points to their segment wins. It is a turn when both segments
+    travel at least `min_travel`, they meet at `min_angle` degrees or more, and the kink removes at
+    least `min_gain` of a straight line's residual; otherwise there is no turn (a straight or
+    gently curving path). `heading` is the corner best aligned with the first segment.
+    """
+    steps = np.asarray(steps)
+    p = smooth(np.asarray(points, dtype=float), sigma)
+    if len(p) < 4:
+        return Turn(None, 0.0, None, 0.0)
+    straight = _chord_residual(p)
+    best_k, best = None, np.inf
+    for k in range(1, len(p) - 1):
+        r = _chord_residual(p[: k + 1]) + _chord_residual(p[k:])
+        if r < best:
+            best_k, best = k, r
+    before, after = p[best_k] - p[0], p[-1] - p[best_k]
+    angle = _angle(before, after)
+    gain = 1 - best / straight if straight > 1e-12 else 0.0
+    if min(np.linalg.norm(before), np.linalg.norm(after)) < min_travel or angle < min_angle or gain < min_gain:
+        return Turn(None, angle, None, gain)
+    heading = min(corners, key=lambda c: _angle(before, np.asarray(c, float) - p[0]))
+    return Turn(int(steps[best_k]), angle, tuple(heading), gain)
+
+
+def speed_along(steps, points, sigma: float = 1.0) -> np.ndarray:
+    """|dC/dt|: the speed of a trajectory through concept space per step (the paper's dC/dt)."""
+    p = smooth(np.asarray(points, dtype=float), sigma)
+    grad = np.gradient(p, np.asarray(steps, dtype=float), axis=0)
+    return np.linalg.norm(grad, axis=1)
+
+
+def saturation_step(steps, distances_sq, threshold: float = 0.01) -> Crossing:
+    """Training saturation (spec §3.4): the first checkpoint where the mean squared distance of the
+    training classes to their corners falls below `threshold`."""
+    return first_above(steps, -np.asarray(distances_sq), -threshold)
+
+
+def capability(cs: pd.DataFrame, target: dict, keys=("run",)) -> pd.DataFrame:
+    """The held-out class's capability under each prompting method, per checkpoint (spec §4.2):
+    the best of the method's prompts by `prod` (mean P(target value) multiplied over concepts).
+    `target` maps each concept to the held-out class's value, e.g. {"color": 1, "size": 1}."""
+    mask = np.logical_and.reduce([cs[f"target_{c}"] == v for c, v in target.items()])
+    best = cs[mask].groupby([*keys, "step", "method"], as_index=False)["prod"].max()
+    return best.rename(columns={"prod": "capability"})
+
+
+def soft_accuracy(p, target) -> np.ndarray:
+    """The paper's soft accuracy (spec §3.3): sigmoid(0.1 / |target − p|); 0.8 ⇔ |target − p| < 0.072."""
+    gap = np.abs(np.asarray(target, dtype=float) - np.asarray(p, dtype=float))
+    return 1 / (1 + np.exp(-0.1 / np.maximum(gap, 1e-9)))

@@ -6,9 +6,7 @@ asks again, or asks for more prompts, only computes what is missing. Used by: ch
 """
 from __future__ import annotations
 
-import dataclasses
 import sys
-from dataclasses import dataclass
 
 import pandas as pd
 import torch
@@ -16,35 +14,11 @@ from filelock import FileLock
 from tqdm import tqdm
 
 from .config import DataConfig, EvalConfig, ProbeConfig, RunConfig, stable_hash, to_dict
-from .data import all_classes, class_name, class_prompt
 from .interventions import applied
 from .model import build_model, sample
 from .probe import ConceptProbe, train_probe
+from .prompting import Prompt
 from .store import CorruptFileError, Run, Store, atomic_write_bytes, load_tensors, save_tensors
-
-
-@dataclass(frozen=True)
-class Prompt:
-    """One way of asking the model for a class: a conditioning vector, optionally guided or edited."""
-    name: str
-    target: tuple          # the class the prompt asks for (value index per concept)
-    cond: tuple            # the 11-value conditioning vector
-    n: int                 # samples
-    method: str = "naive"  # naive | over-prompt | latent | guidance
-    guidance: float | None = None
-    intervention: tuple = ()  # e.g. ("linear", alpha, beta): see interventions.py
-
-    def key(self) -> str:
-        return stable_hash(to_dict(dataclasses.replace(self, name="")))
-
-
-def class_prompts(data: DataConfig, ev: EvalConfig) -> list[Prompt]:
-    """The naive prompt of every class: its mean conditioning vector (the held-out one included)."""
-    out = []
-    for cls in all_classes(data):
-        n = ev.samples_held_out if cls in data.held_out else ev.samples_per_class
-        out.append(Prompt(class_name(data, cls), cls, tuple(class_prompt(data, cls).tolist()), n))
-    return out
 
 
 def probe_key(data: DataConfig, probe: ProbeConfig) -> str:
@@ -103,9 +77,9 @@ def evaluate(run: Run, probe: ConceptProbe, prompts: list[Prompt], ev: EvalConfi
     Columns: step, prompt, method, target_<concept>, p_<concept> (P(value 1)), sample.
     """
     cfg: RunConfig = run.config
-    concepts = cfg.data.concepts
     steps = run.checkpoint_steps() if steps is None else steps
     folder = _eval_dir(run, ev, probe.key)
+    folder.mkdir(parents=True, exist_ok=True)
     model = build_model(cfg).to(device).eval()
     frames = []
     pending = []
@@ -120,21 +94,19 @@ def evaluate(run: Run, probe: ConceptProbe, prompts: list[Prompt], ev: EvalConfi
             frames.append(table)
     for step, path, table, todo in tqdm(pending, disable=not progress or not pending, file=sys.stderr,
                                         desc=f"evaluate {run.id}", unit="ckpt", mininterval=10):
-        model.load_state_dict(run.load_weights(step, device))
-        new, images = _evaluate_step(model, cfg, probe, todo, ev, device)
-        new.insert(0, "step", step)
-        table = new if table is None else pd.concat([table, new], ignore_index=True)
-        buf = table.to_parquet(index=False)
-        atomic_write_bytes(path, buf)
-        if ev.keep_images:
-            img_path = path.with_suffix(".images.safetensors")
-            old = {}
-            if img_path.exists():
-                try:
-                    old = load_tensors(img_path)[0]
-                except CorruptFileError:
-                    old = {}
-            save_tensors(img_path, {**old, **images})
+        try:
+            model.load_state_dict(run.load_weights(step, device))
+        except CorruptFileError as e:  # never sample from garbage: this checkpoint drops out of the table
+            print(f"warning: {e}; checkpoint {step} left out of the evaluation", file=sys.stderr)
+            continue
+        with FileLock(str(folder / "lock")):  # another process may be evaluating the same run
+            table = _read(path)
+            done = set(table["key"]) if table is not None else set()
+            todo = [p for p in todo if p.key() not in done]
+            if not todo:
+                frames.append(table)
+                continue
+            table = _evaluate_and_store(model, cfg, probe, todo, ev, device, step, path, table)
         frames.append(table)
     if not frames:
         return pd.DataFrame()
@@ -145,18 +117,43 @@ def evaluate(run: Run, probe: ConceptProbe, prompts: list[Prompt], ev: EvalConfi
     return out.sort_values(["step", "prompt", "sample"]).reset_index(drop=True)
 
 
+def _evaluate_and_store(model, cfg, probe, todo, ev, device, step, path, table):
+    """Evaluate the missing prompts of one checkpoint and add them to its cache files."""
+    new, images = _evaluate_step(model, cfg, probe, todo, ev, device)
+    new.insert(0, "step", step)
+    table = new if table is None else pd.concat([table, new], ignore_index=True)
+    atomic_write_bytes(path, table.to_parquet(index=False))
+    if ev.keep_images:
+        img_path = path.with_suffix(".images.safetensors")
+        old = {}
+        if img_path.exists():
+            try:
+                old = load_tensors(img_path)[0]
+            except CorruptFileError:
+                old = {}
+        save_tensors(img_path, {**old, **images})
+    return table
+
+
 def _evaluate_step(model, cfg: RunConfig, probe, prompts, ev: EvalConfig, device):
-    """Sample every prompt of one checkpoint; prompts that share guidance and edit share batches."""
+    """Sample every prompt of one checkpoint: all unguided prompts (latent edits included, one edit per
+    sample) in shared batches, all guided ones in others (one guidance weight per sample)."""
     rows, images = [], {}
-    groups: dict = {}
-    for p in prompts:
-        groups.setdefault((p.guidance, p.intervention), []).append(p)
-    for (guidance, intervention), group in groups.items():
+    for guided in (False, True):
+        group = [p for p in prompts if (p.guidance is not None) == guided]
+        if not group:
+            continue
         cond = torch.cat([torch.tensor(p.cond).expand(p.n, -1) for p in group])
         noise = torch.cat([fixed_noise(p.n, cfg.data.resolution, ev.noise_seed) for p in group])
-        with applied(model, cfg, intervention):
-            x = torch.cat([sample(model, cfg, c, z, ev.sampler_steps, guidance)
-                           for c, z in zip(cond.split(ev.batch_size), noise.split(ev.batch_size))])
+        edits = [p.intervention for p in group for _ in range(p.n)]
+        weights = torch.tensor([p.guidance for p in group for _ in range(p.n)]) if guided else None
+        parts = []
+        for start in range(0, len(cond), ev.batch_size):
+            sl = slice(start, start + ev.batch_size)
+            with applied(model, edits[sl]):
+                parts.append(sample(model, cfg, cond[sl], noise[sl], ev.sampler_steps,
+                                    weights[sl] if guided else None))
+        x = torch.cat(parts)
         probs = probe.probabilities(x.float().cpu())
         start = 0
         for p in group:

@@ -12,7 +12,6 @@ import contextlib
 import torch
 import torch.nn.functional as F
 
-from .config import RunConfig
 from .data import COND_DIM, COND_SLOTS
 
 # Pure-concept vectors: only one concept's slots set (spec §4.3).
@@ -40,26 +39,41 @@ def direction(model, name: str) -> torch.Tensor:
     return F.normalize(model.cond_embed(pure_vector(name).to(param.device)[None]), dim=-1)[0]
 
 
-def linear_edit(model, amplify: str, alpha: float, suppress: str, beta: float):
-    """e' = e + α (e·a) a, then e'' = e' − β (e'·s) s: the paper's "v2" edit, replacing e."""
-    a, s = direction(model, amplify), direction(model, suppress)
+def linear_edit(model, rows: list[tuple]):
+    """Per sample i: e' = e + α_i (e·a_i) a_i, then e'' = e' − β_i (e'·s_i) s_i (the paper's "v2" edit,
+    replacing e). A row () is left as it is (α = β = 0), so edited and plain prompts share a batch."""
+    param = next(model.parameters())
+    dim = model.cond_embed[-1].out_features
+    a = torch.zeros(len(rows), dim, device=param.device)
+    s = torch.zeros(len(rows), dim, device=param.device)
+    alpha = torch.zeros(len(rows), 1, device=param.device)
+    beta = torch.zeros(len(rows), 1, device=param.device)
+    cache = {}
+    for i, row in enumerate(rows):
+        if not row:
+            continue
+        kind, amplify, al, suppress, be = row
+        if kind != "linear":
+            raise ValueError(f"intervention kind {kind!r} is unknown; allowed: ['linear']")
+        for name in (amplify, suppress):
+            if name not in cache:
+                cache[name] = direction(model, name)
+        a[i], s[i], alpha[i], beta[i] = cache[amplify], cache[suppress], al, be
 
     def edit(e):
-        e = e + alpha * (e @ a)[:, None] * a
-        return e - beta * (e @ s)[:, None] * s
+        e = e + alpha * (e * a).sum(-1, keepdim=True) * a
+        return e - beta * (e * s).sum(-1, keepdim=True) * s
     return edit
 
 
 @contextlib.contextmanager
-def applied(model, cfg: RunConfig, intervention: tuple):
-    """Run the body with `intervention` active: () for none, ("linear", amplify, α, suppress, β)."""
-    if not intervention:
+def applied(model, rows: list[tuple]):
+    """Run the body with one intervention per sample active: () for none, or
+    ("linear", amplify, α, suppress, β). Nothing is hooked when no row asks for an edit."""
+    if not any(rows):
         yield model
         return
-    kind, *args = intervention
-    if kind != "linear":
-        raise ValueError(f"intervention kind {kind!r} is unknown; allowed: ['linear']")
-    handle = model.cond_embed.register_forward_hook(lambda m, i, out, f=linear_edit(model, *args): f(out))
+    handle = model.cond_embed.register_forward_hook(lambda m, i, out, f=linear_edit(model, rows): f(out))
     try:
         yield model
     finally:

@@ -13,7 +13,7 @@ from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 from torch import nn
 
 from .config import ModelConfig, RunConfig
-from .data import COND_DIM
+from .data import cond_dim
 
 NULL_CONDITIONING = -1.0  # the paper's unconditional token: all 11 entries set to -1 (spec §2.2)
 
@@ -21,18 +21,21 @@ NULL_CONDITIONING = -1.0  # the paper's unconditional token: all 11 entries set 
 class ConceptUNet(nn.Module):
     """ε(x_t, t, h): UNet2DModel whose time embedding is shifted by an MLP of the conditioning h."""
 
-    def __init__(self, model: ModelConfig, resolution: int):
+    def __init__(self, model: ModelConfig, resolution: int, conditioning: int = 11):
         super().__init__()
         levels = len(model.channels)
         embed_dim = 4 * model.channels[0]
+        down, up = ["DownBlock2D"] * levels, ["UpBlock2D"] * levels
+        if model.attention_last_level:  # the original network's size: see profiles/gpu.yaml
+            down[-1], up[0] = "AttnDownBlock2D", "AttnUpBlock2D"
         self.unet = UNet2DModel(
             sample_size=resolution, in_channels=3, out_channels=3,
             block_out_channels=tuple(model.channels), layers_per_block=model.layers_per_block,
-            down_block_types=("DownBlock2D",) * levels, up_block_types=("UpBlock2D",) * levels,
+            down_block_types=tuple(down), up_block_types=tuple(up),
             add_attention=model.attention, attention_head_dim=max(model.channels[-1] // 4, 8),
             norm_num_groups=model.norm_groups, dropout=model.dropout, class_embed_type="identity")
         # The conditioning embedding: the place where latent interventions edit the model (chapter 4).
-        self.cond_embed = nn.Sequential(nn.Linear(COND_DIM, embed_dim), nn.SiLU(), nn.Linear(embed_dim, embed_dim))
+        self.cond_embed = nn.Sequential(nn.Linear(conditioning, embed_dim), nn.SiLU(), nn.Linear(embed_dim, embed_dim))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         return self.unet(x, t, class_labels=self.cond_embed(cond)).sample
@@ -42,17 +45,12 @@ def build_model(run: RunConfig) -> ConceptUNet:
     """The model of a run, initialized from the run's seed (so initialization is part of the run)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(run.train.seed)
-        return ConceptUNet(run.model, run.data.resolution)
+        return ConceptUNet(run.model, run.data.resolution, cond_dim(run.data))
 
 
 def noise_scheduler(run: RunConfig) -> DDPMScheduler:
     return DDPMScheduler(num_train_timesteps=run.train.timesteps, beta_schedule="squaredcos_cap_v2",
                          prediction_type="epsilon", clip_sample=True)
-
-
-def to_model_range(images: torch.Tensor) -> torch.Tensor:
-    """Pixels in [0, 1] to the model's [-1, 1]."""
-    return images * 2 - 1
 
 
 def null_conditioning(like: torch.Tensor) -> torch.Tensor:
@@ -61,17 +59,19 @@ def null_conditioning(like: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def sample(model: nn.Module, run: RunConfig, cond: torch.Tensor, noise: torch.Tensor, steps: int = 50,
-           guidance: float | None = None) -> torch.Tensor:
+           guidance: float | torch.Tensor | None = None) -> torch.Tensor:
     """Deterministic DDIM samples (η = 0) from the given initial noise; pixels in [0, 1].
 
-    With `guidance` w, classifier-free guidance ε_u + w (ε_c − ε_u), the unconditional pass using the
-    null conditioning; both passes run in one batch.
+    With `guidance` w (one weight, or one per sample), classifier-free guidance ε_u + w (ε_c − ε_u),
+    the unconditional pass using the null conditioning; both passes run in one batch.
     """
     scheduler = DDIMScheduler.from_config(noise_scheduler(run).config)
     scheduler.set_timesteps(steps)
     x = noise.clone()
     param = next(model.parameters())
     x, cond = x.to(param.device), cond.to(param.device)
+    if guidance is not None:
+        guidance = torch.as_tensor(guidance, dtype=torch.float32, device=x.device).reshape(-1, 1, 1, 1)
     use_cuda = param.device.type == "cuda"
     for t in scheduler.timesteps:
         tt = t.to(x.device).expand(x.shape[0])

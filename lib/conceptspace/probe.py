@@ -48,7 +48,13 @@ class ConceptProbe(nn.Module):
 
 
 def probe_data(data: DataConfig, probe: ProbeConfig, n: int, generator: torch.Generator, chunk: int = 128):
-    """Images of all classes; each chunk of `chunk` images draws its own concept signals."""
+    """Images of all classes; each chunk of `chunk` images draws its own concept signals.
+    CelebA: real images of every attribute combination, balanced."""
+    if data.dataset == "celeba":
+        from .celeba import labelled_images
+        per_class = max(1, n // 2 ** len(data.concepts))
+        images, labels = labelled_images(data, all_classes(data), per_class, int(generator.initial_seed()))
+        return images.float() / 255, labels
     images, labels = [], []
     for start in range(0, n, chunk):
         m = min(chunk, n - start)
@@ -85,10 +91,16 @@ def train_probe(data: DataConfig, probe: ProbeConfig, device: torch.device | str
 
 def probe_accuracy(model: ConceptProbe, data: DataConfig, n_per_class: int = 256, seed: int = 999,
                    jitter: bool = True) -> dict[str, float]:
-    """Accuracy per concept on fresh rendered images of every class at `data`'s signals."""
-    g = torch.Generator().manual_seed(seed)
-    classes = torch.tensor(all_classes(data)).repeat_interleave(n_per_class, dim=0)
-    images = render(attributes(data, classes, g, jitter=jitter), data.resolution, g)
+    """Accuracy per concept on fresh rendered images of every class at `data`'s signals
+    (CelebA: a fresh draw of real images of every attribute combination)."""
+    if data.dataset == "celeba":
+        from .celeba import labelled_images
+        images, classes = labelled_images(data, all_classes(data), n_per_class, seed)
+        images = images.float() / 255
+    else:
+        g = torch.Generator().manual_seed(seed)
+        classes = torch.tensor(all_classes(data)).repeat_interleave(n_per_class, dim=0)
+        images = render(attributes(data, classes, g, jitter=jitter), data.resolution, g)
     pred = (model.probabilities(images) > 0.5).long()
     return {c: float((pred[:, i] == classes[:, i]).float().mean()) for i, c in enumerate(data.concepts)}
 

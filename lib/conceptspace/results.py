@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from .config import Experiment, to_dict
@@ -33,11 +34,15 @@ def finding(name: str, measured, paper, rule: str, holds) -> Finding:
 
 
 def _plain(value):
-    """JSON-friendly: numpy scalars to Python, floats rounded for reading."""
-    if hasattr(value, "item") and not isinstance(value, (list, dict)):
+    """JSON-friendly: numpy to Python, NaN and missing values to null, floats rounded for reading."""
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    elif hasattr(value, "item") and not isinstance(value, (list, dict, str)):
         value = value.item()
+    if value is pd.NA or value is pd.NaT:
+        return None
     if isinstance(value, float):
-        return round(value, 4)
+        return round(value, 4) if np.isfinite(value) else None  # JSON has no NaN: unmeasured is null
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     if isinstance(value, dict):
@@ -90,3 +95,22 @@ def _show(value) -> str:
     if isinstance(value, float):
         return f"{value:.3g}"
     return str(value)
+
+
+def publish(chapter: str, ex: Experiment | None, findings: list[Finding], started: float, device: str,
+            data: dict | None = None) -> Path:
+    """A chapter's last step: write its results file, glue the findings table for the top of the page,
+    and show the table with a plain statement of what did not hold."""
+    from IPython.display import Markdown, display
+    from myst_nb import glue
+
+    path = write(chapter, ex, findings, started, device, data)
+    table = findings_table(findings).style.hide(axis="index")
+    glue("findings", table, display=False)
+    display(table)
+    failed = [f.name for f in findings if not f.holds]
+    scale = f"the `{ex.profile}` profile" if ex else "this run"
+    display(Markdown("**Every finding of this chapter holds at this scale.**" if not failed else
+                     "**Not reproduced here:** " + "; ".join(failed) +
+                     f". These are the values measured at {scale}; nothing is adjusted."))
+    return path

@@ -14,11 +14,17 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 
+from typing import Callable
+
+import pandas as pd
 import torch
 from tqdm import tqdm
 
 from .config import EvalConfig, ProbeConfig, RunConfig
+from .evaluate import concept_space, evaluate, load_probe
+from .prompting import Prompt, class_prompts
 from .store import Store
+from .train import pick_device, train
 
 
 def grid(base: RunConfig, **axes) -> list[RunConfig]:
@@ -40,9 +46,6 @@ class Job:
 
 def train_and_evaluate(job: Job) -> dict:
     """Train and evaluate one run in this process; returns its id and timings."""
-    from .evaluate import class_prompts, evaluate, load_probe
-    from .train import pick_device, train
-
     if job.threads:
         torch.set_num_threads(job.threads)
     store = Store(job.store_root)
@@ -58,13 +61,14 @@ def train_and_evaluate(job: Job) -> dict:
 
 def run_sweep(configs: list[RunConfig], ev: EvalConfig, probe: ProbeConfig, store: Store | None = None,
               backend: str = "local", workers: int | None = None, threads: int | None = None,
-              ray_address: str | None = None, gpus_per_run: float = 0.0, extra_prompts: tuple = (),
-              progress: bool = True) -> list[dict]:
+              ray_address: str | None = None, gpus_per_run: float = 0.0,
+              extra_prompts: Callable[[RunConfig], list[Prompt]] | None = None, progress: bool = True) -> list[dict]:
     """Train and evaluate every config; returns one record per config, in order.
 
     local: `workers` processes side by side (default: one per core, one thread each: the fastest
     layout measured on 2 cores). ray: one task per run on the cluster at `ray_address` (or
     `$RAY_ADDRESS`, or a new local instance), each asking for `threads` CPUs and `gpus_per_run` GPUs.
+    `extra_prompts(config)` adds prompts to evaluate beside the class prompts (chapter 4's).
     """
     if backend not in ("local", "ray"):
         raise ValueError(f"backend = {backend!r} is unknown; allowed: ['local', 'ray']")
@@ -72,10 +76,9 @@ def run_sweep(configs: list[RunConfig], ev: EvalConfig, probe: ProbeConfig, stor
     cores = os.cpu_count() or 1
     workers = workers or max(1, min(len(configs), cores))
     threads = threads or max(1, cores // workers)
-    # Train the probe once, here, before workers would race for it.
-    from .evaluate import load_probe
-    load_probe(store, configs[0].data, probe)
-    jobs = [Job(c, ev, probe, str(store.root), threads, tuple(extra_prompts)) for c in configs]
+    load_probe(store, configs[0].data, probe)  # trained once, here, before workers would race for it
+    jobs = [Job(c, ev, probe, str(store.root), threads, tuple(extra_prompts(c)) if extra_prompts else ())
+            for c in configs]
     todo = sum(not store.run(c).done for c in configs)
     bar = tqdm(total=len(jobs), disable=not progress, file=sys.stderr, desc=f"sweep ({todo} to train)",
                unit="run", mininterval=5)
@@ -109,19 +112,17 @@ def _spawn():
 
 
 def concept_space_table(configs: list[RunConfig], ev: EvalConfig, probe_cfg: ProbeConfig,
-                        store: Store | None = None, device="cpu") -> "pd.DataFrame":
+                        store: Store | None = None, device="cpu",
+                        extra_prompts: Callable[[RunConfig], list[Prompt]] | None = None) -> pd.DataFrame:
     """The concept-space tables of trained runs (read from the store), one frame with each run's
     id, Δc, Δs and seed as columns: what chapters 2-4 analyse."""
-    import pandas as pd
-
-    from .evaluate import class_prompts, concept_space, evaluate, load_probe
-
     store = store or Store()
     probe = load_probe(store, configs[0].data, probe_cfg, device)
     frames = []
     for cfg in configs:
         run = store.run(cfg)
-        samples = evaluate(run, probe, class_prompts(cfg.data, ev), ev, device=device, progress=False)
+        asked = class_prompts(cfg.data, ev) + (list(extra_prompts(cfg)) if extra_prompts else [])
+        samples = evaluate(run, probe, asked, ev, device=device, progress=False)
         cs = concept_space(samples, cfg.data.concepts)
         cs.insert(0, "seed", cfg.train.seed)
         cs.insert(0, "delta_size", cfg.data.delta_size)
@@ -129,3 +130,14 @@ def concept_space_table(configs: list[RunConfig], ev: EvalConfig, probe_cfg: Pro
         cs.insert(0, "run", run.id)
         frames.append(cs)
     return pd.concat(frames, ignore_index=True)
+
+
+def three_concept_configs(base: RunConfig, multi) -> list[RunConfig]:
+    """Chapter 6's 2×2×2 runs: background joins color and size; the paper's four held-out corners."""
+    three = base.with_changes(**{
+        "data.concepts": ["color", "size", "background"], "data.delta_size": multi.delta_size,
+        "data.held_out": [[0, 1, 1], [1, 0, 1], [1, 1, 0], [1, 1, 1]],
+        "train.steps": multi.steps, "train.checkpoints": multi.checkpoints,
+        "train.first_checkpoint": min(base.train.first_checkpoint, multi.steps)})
+    return grid(three, **{"data.delta_color": multi.delta_color, "data.delta_background": multi.delta_background,
+                          "train.seed": multi.seeds})

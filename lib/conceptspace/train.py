@@ -8,6 +8,7 @@ uninterrupted one on CPU. Used by: chapter 1, and every sweep.
 from __future__ import annotations
 
 import platform
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -19,8 +20,8 @@ from diffusers.training_utils import EMAModel
 from tqdm import tqdm
 
 from .config import RunConfig, to_dict
-from .data import make_dataset
-from .model import build_model, noise_scheduler, null_conditioning, to_model_range
+from .data import TrainingSet
+from .model import build_model, noise_scheduler, null_conditioning
 from .store import CorruptFileError, Run, Store, load_tensors, save_tensors, write_json
 
 KEEP_STATES = 2  # resume states kept per run: the newest, and one to fall back on if it is damaged
@@ -126,6 +127,28 @@ def _save(run: Run, s: _State, wall: float) -> None:
         run.state_path(old).unlink(missing_ok=True)
 
 
+class DiskSpaceError(RuntimeError):
+    """The store's disk cannot hold a run's checkpoints."""
+
+
+def _check_disk(run: Run, model: torch.nn.Module, n_checkpoints: int) -> None:
+    """Refuse to start a run whose checkpoints would not fit on the store's disk."""
+    params = sum(p.numel() for p in model.parameters())
+    # each checkpoint holds the EMA weights; each resume state weights, EMA and two Adam moments
+    need = 4 * params * (n_checkpoints + KEEP_STATES * 4) + 16 * 2**20
+    free = shutil.disk_usage(run.dir).free
+    if free < need:
+        raise DiskSpaceError(f"not enough disk space for run {run.id} in {run.dir}: it needs about "
+                             f"{need / 2**20:,.0f} MiB ({n_checkpoints} checkpoints of {params:,} parameters), "
+                             f"{free / 2**20:,.0f} MiB are free; free some space or set CONCEPTSPACE_STORE")
+
+
+def _remove_stale_temp_files(run: Run) -> None:
+    """Temp files left by a process killed mid-write (we hold the run's lock: nobody else writes)."""
+    for tmp in run.dir.rglob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
 def train(run_cfg: RunConfig, store: Store | None = None, hooks: tuple[Hook, ...] = (),
           device: str | torch.device | None = None, progress: bool = True, stop_after: int | None = None) -> Run:
     """Train `run_cfg` into the store, or return it at once if it is already there.
@@ -141,21 +164,22 @@ def train(run_cfg: RunConfig, store: Store | None = None, hooks: tuple[Hook, ...
     with run.lock():
         if run.done:
             return run
-        run.write_config()
         t0 = time.time()
         s = _new_state(run_cfg, device)
-        _resume(run, s, device, log)
         tc = run_cfg.train
         saves = set(checkpoint_steps(tc.steps, tc.checkpoints, tc.first_checkpoint))
-        images, cond, _ = make_dataset(run_cfg.data, tc.seed, device)
-        images = to_model_range(images)
+        _check_disk(run, s.model, len(saves))
+        _remove_stale_temp_files(run)
+        run.write_config()
+        _resume(run, s, device, log)
+        train_set = TrainingSet(run_cfg.data, tc.seed, device)
         scheduler = noise_scheduler(run_cfg)
         acc, acc_n = 0.0, 0
         bar = tqdm(total=tc.steps, initial=s.step, disable=not progress, mininterval=10, file=sys.stderr,
                    desc=f"run {run.id}", unit="step")
         s.model.train()
         while s.step < tc.steps:
-            loss = _train_step(s, images, cond, scheduler, tc, device)
+            loss = _train_step(s, train_set, scheduler, tc, device)
             s.step += 1
             acc, acc_n = acc + loss, acc_n + 1
             if s.step % LOG_EVERY == 0 or s.step in saves:
@@ -180,10 +204,10 @@ def train(run_cfg: RunConfig, store: Store | None = None, hooks: tuple[Hook, ...
     return run
 
 
-def _train_step(s: _State, images, cond, scheduler, tc, device) -> float:
+def _train_step(s: _State, train_set: TrainingSet, scheduler, tc, device) -> float:
     g = s.generator
-    idx = torch.randint(images.shape[0], (tc.batch_size,), generator=g, device=device)
-    x0, h = images[idx], cond[idx]
+    idx = torch.randint(len(train_set), (tc.batch_size,), generator=g, device=device)
+    x0, h = train_set.batch(idx, g)
     noise = torch.randn(x0.shape, generator=g, device=device)
     t = torch.randint(0, scheduler.config.num_train_timesteps, (tc.batch_size,), generator=g, device=device)
     if tc.cond_dropout > 0:
