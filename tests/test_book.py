@@ -57,6 +57,8 @@ def test_the_book_builds_and_loads_nothing_from_other_hosts(built):
         external = re.findall(r'(?:src|href)="(https?://[^"]+)"', text)
         scripts = [u for u in external if not u.startswith(("https://jupyterbook.org", "https://www.sphinx-doc.org"))]
         assert not [u for u in scripts if re.search(r"\.(js|css|woff2?)(\?|$)", u)], f"{path.name} loads {scripts}"
+    sim = (html / "book" / "05_sim_theory.html").read_text()
+    assert "_static/mathjax/tex-svg.js" in sim and (html / "_static" / "mathjax" / "tex-svg.js").exists()
     status = (html / "book" / "status.html").read_text()
     assert "01_concept_space" in status and "tiny" in status
 

@@ -63,7 +63,7 @@ class DataConfig(_Validated):
     dataset: str = _knob("shapes", choices=("shapes", "celeba"), doc="rendered discs, or real faces from a folder",
                          added=True)
     folder: str = _knob("", doc="celeba: the folder holding img_align_celeba/ and list_attr_celeba.txt", added=True)
-    concepts: tuple = _knob(("color", "size"), choices=CONCEPTS + CELEBA_ATTRIBUTES,
+    concepts: tuple = _knob(("color", "size"),  # allowed values depend on data.dataset: _cross_check
                             doc="concepts, in class-index order (celeba: two attribute names)")
     delta_color: float = _knob(0.4, lo=0, hi=1, lo_open=True, doc="Δc: RGB separation of red and blue")
     delta_size: float = _knob(0.4, lo=0, hi=0.6, lo_open=True, doc="Δs: radius separation of large and small")
@@ -330,7 +330,9 @@ def _coerce(value, default, meta, name):
                                for v in _as_list(item, name)) for i, item in enumerate(value))
         if isinstance(default[0], str):
             for v in value:
-                if v not in meta["choices"]:
+                if not isinstance(v, str):
+                    raise ConfigError(f"{name} has {v!r}; allowed: names (strings)")
+                if meta["choices"] is not None and v not in meta["choices"]:
                     raise ConfigError(f"{name} has {v!r}; allowed: {list(meta['choices'])}")
             return tuple(value)
         return tuple(_check_number(v, type(default[0]), {**meta, "lo": 0, "lo_open": False, "choices": None},

@@ -36,16 +36,16 @@ def load_probe(store: Store, data: DataConfig, probe: ProbeConfig, device="cpu")
                 raise FileNotFoundError(path)
             model.load_state_dict(load_tensors(path)[0])
         except FileNotFoundError:
-            model = _train_and_save(path, data, probe)
+            model = _train_and_save(path, data, probe, device)
         except CorruptFileError as e:
             print(f"warning: {e}; retraining the probe", file=sys.stderr)
-            model = _train_and_save(path, data, probe)
+            model = _train_and_save(path, data, probe, device)
     model.key = probe_key(data, probe)
     return model.eval().to(device)
 
 
-def _train_and_save(path, data, probe) -> ConceptProbe:
-    model = train_probe(data, probe)
+def _train_and_save(path, data, probe, device) -> ConceptProbe:
+    model = train_probe(data, probe, device)
     save_tensors(path, model.state_dict(), {"probe": to_dict(probe), "resolution": data.resolution})
     return model
 

@@ -3,7 +3,7 @@
 Without it, the built book loads vega and the widget manager from CDNs and nothing renders offline
 (ecosystem.md §4-5). The vega bundle comes from vl-convert (a pip package, so no web at build time),
 wrapped so its globals do not clash with Sphinx's; altair's own template then finds it through the
-`VEGA_DEBUG` version shim. The widget manager is vendored under `book/_vendor/` (see its README).
+`VEGA_DEBUG` version shim. The widget manager and MathJax are vendored under `book/_vendor/` (see its README).
 Scripts are attached only to pages that need them.
 """
 from __future__ import annotations
@@ -35,8 +35,10 @@ def _builder_inited(app) -> None:
     _write_vega_assets(cache)
     # Added here, not in _config.yml: Jupyter Book would otherwise inject every file on every page.
     app.config.html_static_path.append(str(cache))
-    if (VENDOR / "widgets").exists():
+    if VENDOR.exists():
         app.config.html_static_path.append(str(VENDOR))
+    if app.config.mathjax_path == "mathjax/tex-svg.js":  # before MathJax itself (priority 500)
+        app.add_js_file("mathjax/hub-compat.js", priority=400)
 
 
 def _config_inited(app, config) -> None:
@@ -44,6 +46,8 @@ def _config_inited(app, config) -> None:
         config.nb_ipywidgets_js = {"widgets/embed.js": {}}
     else:  # never fall back to a CDN: pages keep their widget state but show no live widgets
         config.nb_ipywidgets_js = {}
+    if (VENDOR / "mathjax" / "tex-svg.js").exists():  # relative to _static: math typesets offline
+        config.mathjax_path = "mathjax/tex-svg.js"
 
 
 def _page_context(app, pagename, templatename, context, doctree) -> None:
