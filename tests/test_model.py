@@ -47,13 +47,18 @@ def test_sampling_is_deterministic_given_noise_and_in_range():
     assert a.min() >= 0 and a.max() <= 1
 
 
-def test_guidance_one_equals_plain_conditioning():
-    """ε_u + 1·(ε_c − ε_u) = ε_c: guidance weight 1 is plain conditional sampling."""
+def conditioned_net():
+    """A tiny model whose conditioning matters (random, not zero-initialized, embedding) and two inputs."""
     run = tiny_run()
     net = model.build_model(run).eval()
     for p in net.cond_embed.parameters():
         torch.nn.init.normal_(p, std=0.5)
-    noise, cond = torch.randn(2, 3, 8, 8), torch.rand(2, 11)
+    return run, net, torch.randn(2, 3, 8, 8), torch.rand(2, 11)
+
+
+def test_guidance_one_equals_plain_conditioning():
+    """ε_u + 1·(ε_c − ε_u) = ε_c: guidance weight 1 is plain conditional sampling."""
+    run, net, noise, cond = conditioned_net()
     plain = model.sample(net, run, cond, noise, steps=4)
     guided = model.sample(net, run, cond, noise, steps=4, guidance=1.0)
     strong = model.sample(net, run, cond, noise, steps=4, guidance=5.0)
@@ -76,11 +81,7 @@ def test_linear_intervention_edits_the_embedding_and_is_removed():
 
 
 def test_per_sample_guidance_equals_one_weight_at_a_time():
-    run = tiny_run()
-    net = model.build_model(run).eval()
-    for p in net.cond_embed.parameters():
-        torch.nn.init.normal_(p, std=0.5)
-    noise, cond = torch.randn(2, 3, 8, 8), torch.rand(2, 11)
+    run, net, noise, cond = conditioned_net()
     mixed = model.sample(net, run, cond, noise, steps=3, guidance=torch.tensor([0.0, 3.0]))
     one = model.sample(net, run, cond[:1], noise[:1], steps=3, guidance=0.0)
     three = model.sample(net, run, cond[1:], noise[1:], steps=3, guidance=3.0)
