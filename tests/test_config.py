@@ -22,6 +22,9 @@ def test_run_id_is_stable_and_sensitive():
     assert a.run_id() == experiment("tiny").run.run_id()
     assert a.with_changes(**{"data.delta_color": 0.2}).run_id() != a.run_id()
     assert a.with_changes(**{"train.seed": 1}).run_id() != a.run_id()
+    # a setting added later keeps stored runs' names at its default, and names a new run when changed
+    assert a.with_changes(**{"train.bf16": True}).run_id() == a.run_id()
+    assert a.with_changes(**{"train.bf16": False}).run_id() != a.run_id()
 
 
 @pytest.mark.parametrize("overrides, needle", [

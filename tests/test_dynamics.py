@@ -21,6 +21,17 @@ def test_learning_time_ignores_a_single_spike_and_censors():
     assert dynamics.learning_time(steps, np.r_[np.zeros(8), 1, 1], sigma=0).censored
 
 
+def test_learning_time_for_good_skips_an_early_false_plateau():
+    steps = np.arange(0, 1200, 100)
+    acc = np.array([0.95, 0.95, 0.95, 0.95, 0.5, 0.2, 0.2, 0.6, 0.95, 1, 1, 1])
+    assert dynamics.learning_time(steps, acc, sigma=0, for_good=False).step == 100  # the paper's rule
+    assert dynamics.learning_time(steps, acc, sigma=0).step == 900
+    # above early, below at the end: learned for good never
+    forgotten = np.r_[acc[:6], 0.3, 0.3]
+    assert dynamics.learning_time(steps[:8], forgotten, sigma=0).censored
+    assert dynamics.learning_time(steps[:8], forgotten, sigma=0, for_good=False).step == 100
+
+
 def test_emergence_time_needs_three_consecutive_checkpoints():
     steps = np.array([10, 20, 30, 40, 50, 60, 70])
     cap = np.array([0.1, 0.85, 0.2, 0.9, 0.9, 0.95, 0.9])

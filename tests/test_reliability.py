@@ -122,6 +122,14 @@ def test_the_main_command_refuses_bad_arguments(capsys):
         assert words in out, (argv, out)
 
 
+def test_building_html_from_a_subset_needs_every_chapter_executed_once(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(book, "STAGE", tmp_path / "stage")  # nothing executed yet
+    monkeypatch.setattr(book, "execute", lambda *a, **k: pytest.fail("compute started"))
+    with pytest.raises(SystemExit):
+        book.main(["--chapters", "02_concept_signal"])
+    assert "chapter 01_concept_space was never executed" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("chapter, params, words", [
     ("01_concept_space", {"delta_size": 0.0}, "data.delta_size = 0.0 is out of range"),
     ("01_concept_space", {"seed": -1}, "train.seed = -1 is out of range"),

@@ -101,6 +101,8 @@ class TrainConfig(_Validated):
     cond_dropout: float = _knob(0.0, lo=0, hi=1, hi_open=True, doc="P(null conditioning), for guidance")
     timesteps: int = _knob(1000, lo=10, hi=10_000, doc="diffusion timesteps of the training schedule")
     seed: int = _knob(0, lo=0, hi=2**31 - 1, doc="seeds data, initialization and batches")
+    bf16: bool = _knob(True, doc="bf16 autocast on CUDA, training and sampling (no effect on CPU); "
+                                 "off: fp32, as on CPU", added=True)
 
 
 @dataclass(frozen=True)

@@ -31,14 +31,22 @@ def smooth(values, sigma: float) -> np.ndarray:
     return gaussian_filter1d(values, sigma, axis=0, mode="nearest") if sigma > 0 else values
 
 
-def learning_time(steps, accuracy, threshold: float = 0.9, sigma: float = 1.5) -> Crossing:
+def learning_time(steps, accuracy, threshold: float = 0.9, sigma: float = 1.5, for_good: bool = True) -> Crossing:
     """The paper's learning time (spec §3.3): smooth accuracy over checkpoints (σ = 1.5), then the
     first checkpoint whose neighbours on both sides are also above `threshold` (a binary erosion
     with a width-3 structure; the first and last checkpoints cannot qualify). Censored if never.
+
+    `for_good` (our default) keeps only such checkpoints after the curve's last dip below the
+    threshold. Why: the first checkpoints' samples are still blobs that the probe may read as either
+    value of a concept (P(blue) ≈ 0.9 at step 150, then falling to 0.1 as the model memorizes red),
+    and the paper's rule would call that a learning time. On curves that rise once, both agree.
     """
     steps = np.asarray(steps)
     above = smooth(accuracy, sigma) > threshold
     hits = np.flatnonzero(binary_erosion(above, structure=np.ones(3)))
+    if for_good:
+        below = np.flatnonzero(~above)
+        hits = hits[hits > below[-1]] if len(below) else hits
     return Crossing(int(steps[hits[0]]) if len(hits) else None, threshold)
 
 
@@ -61,7 +69,7 @@ def first_above(steps, values, threshold: float) -> Crossing:
 
 
 def learning_times(cs: pd.DataFrame, concepts, prompt: str, thresholds=(0.9, 0.8), sigma: float = 1.5,
-                   keys=("run",)) -> pd.DataFrame:
+                   keys=("run",), for_good: bool = True) -> pd.DataFrame:
     """Learning time of each concept for one prompt (the held-out class), per run and threshold.
 
     `cs` is a concept-space table with a `run` column (and any other `keys`). Runs that never learn
@@ -73,7 +81,7 @@ def learning_times(cs: pd.DataFrame, concepts, prompt: str, thresholds=(0.9, 0.8
         key = key if isinstance(key, tuple) else (key,)
         for concept in concepts:
             for thr in thresholds:
-                t = learning_time(df["step"], df[f"acc_{concept}"], thr, sigma)
+                t = learning_time(df["step"], df[f"acc_{concept}"], thr, sigma, for_good)
                 rows.append({**dict(zip(keys, key)), "concept": concept, "threshold": thr,
                              "step": np.nan if t.censored else t.step, "censored": t.censored,
                              "last_step": int(df["step"].max())})

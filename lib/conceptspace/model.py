@@ -72,10 +72,10 @@ def sample(model: nn.Module, run: RunConfig, cond: torch.Tensor, noise: torch.Te
     x, cond = x.to(param.device), cond.to(param.device)
     if guidance is not None:
         guidance = torch.as_tensor(guidance, dtype=torch.float32, device=x.device).reshape(-1, 1, 1, 1)
-    use_cuda = param.device.type == "cuda"
+    bf16 = param.device.type == "cuda" and run.train.bf16
     for t in scheduler.timesteps:
         tt = t.to(x.device).expand(x.shape[0])
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_cuda):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
             if guidance is None:
                 eps = model(x, tt, cond)
             else:

@@ -216,7 +216,7 @@ def _train_step(s: _State, train_set: TrainingSet, scheduler, tc, device) -> flo
     xt = scheduler.add_noise(x0, noise, t)
     if device.type == "cuda":
         xt = xt.contiguous(memory_format=torch.channels_last)
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and tc.bf16):
         pred = s.model(xt, t, h)
     loss = F.mse_loss(pred.float(), noise)
     s.optimizer.zero_grad(set_to_none=True)
