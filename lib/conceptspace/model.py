@@ -12,7 +12,7 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 from torch import nn
 
-from .config import ModelConfig, RunConfig
+from .config import ModelConfig, RunConfig, TrainConfig
 from .data import cond_dim
 
 NULL_CONDITIONING = -1.0  # the paper's unconditional token: all 11 entries set to -1 (spec §2.2)
@@ -57,6 +57,11 @@ def null_conditioning(like: torch.Tensor) -> torch.Tensor:
     return torch.full_like(like, NULL_CONDITIONING)
 
 
+def uses_bf16(train: TrainConfig, device: torch.device) -> bool:
+    """bf16 autocast: on CUDA only, unless the run asks for fp32 (`train.bf16`)."""
+    return device.type == "cuda" and train.bf16
+
+
 @torch.no_grad()
 def sample(model: nn.Module, run: RunConfig, cond: torch.Tensor, noise: torch.Tensor, steps: int = 50,
            guidance: float | torch.Tensor | None = None) -> torch.Tensor:
@@ -72,7 +77,7 @@ def sample(model: nn.Module, run: RunConfig, cond: torch.Tensor, noise: torch.Te
     x, cond = x.to(param.device), cond.to(param.device)
     if guidance is not None:
         guidance = torch.as_tensor(guidance, dtype=torch.float32, device=x.device).reshape(-1, 1, 1, 1)
-    bf16 = param.device.type == "cuda" and run.train.bf16
+    bf16 = uses_bf16(run.train, param.device)
     for t in scheduler.timesteps:
         tt = t.to(x.device).expand(x.shape[0])
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from .config import RunConfig, to_dict
 from .data import TrainingSet
-from .model import build_model, noise_scheduler, null_conditioning
+from .model import build_model, noise_scheduler, null_conditioning, uses_bf16
 from .store import CorruptFileError, Run, Store, load_tensors, save_tensors, write_json
 
 KEEP_STATES = 2  # resume states kept per run: the newest, and one to fall back on if it is damaged
@@ -216,7 +216,7 @@ def _train_step(s: _State, train_set: TrainingSet, scheduler, tc, device) -> flo
     xt = scheduler.add_noise(x0, noise, t)
     if device.type == "cuda":
         xt = xt.contiguous(memory_format=torch.channels_last)
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and tc.bf16):
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=uses_bf16(tc, device)):
         pred = s.model(xt, t, h)
     loss = F.mse_loss(pred.float(), noise)
     s.optimizer.zero_grad(set_to_none=True)
