@@ -17,6 +17,39 @@ def test_forward_shapes_at_16_and_32_pixels():
         assert out.shape == x.shape
 
 
+def test_strided_resampling_keeps_shapes_and_costs_less():
+    """The original network's 2x2 resampling: same shapes, transposed convs up, fewer FLOPs than diffusers'."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    flops = {}
+    for resampling in ("conv", "transpose"):
+        run = tiny_run(**{"data.resolution": 32, "model.channels": [16, 32, 32], "model.resampling": resampling})
+        net = model.build_model(run)
+        x = torch.randn(2, 3, 32, 32)
+        with FlopCounterMode(display=False) as counter:
+            out = net(x, torch.tensor([3, 700]), torch.rand(2, 11))
+        assert out.shape == x.shape
+        flops[resampling] = counter.get_total_flops()
+    ups = [m for b in net.unet.up_blocks for m in (b.upsamplers or [])]
+    assert ups and all(isinstance(u.conv, torch.nn.ConvTranspose2d) and u.conv.kernel_size == (2, 2) for u in ups)
+    assert flops["transpose"] < 0.9 * flops["conv"]
+
+
+def test_paper_scale_model_matches_the_original_networks_size():
+    """Spec §2.1: the original network has 10.9 M parameters and costs 0.447 TFLOP per batch-64 step."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    run = config.experiment("gpu").run
+    net = model.build_model(run)
+    params = sum(p.numel() for p in net.parameters())
+    x = torch.randn(1, 3, 32, 32)
+    with FlopCounterMode(display=False) as counter:
+        ((net(x, torch.tensor([500]), torch.rand(1, 11)) - x) ** 2).mean().backward()
+    tflop_per_step = counter.get_total_flops() * run.train.batch_size / 1e12
+    assert abs(params / 10_913_861 - 1) < 0.05, params
+    assert abs(tflop_per_step / 0.447 - 1) < 0.1, tflop_per_step
+
+
 def test_conditioning_changes_the_output():
     run = tiny_run()
     net = model.build_model(run)
@@ -86,9 +119,3 @@ def test_per_sample_guidance_equals_one_weight_at_a_time():
     one = model.sample(net, run, cond[:1], noise[:1], steps=3, guidance=0.0)
     three = model.sample(net, run, cond[1:], noise[1:], steps=3, guidance=3.0)
     assert torch.allclose(mixed, torch.cat([one, three]), atol=1e-5)
-
-
-def test_paper_scale_model_matches_the_original_networks_size():
-    """The gpu profile's UNet: the original CUNet has 10,913,861 parameters (spec §2.1)."""
-    net = model.build_model(config.experiment("gpu").run)
-    assert 10.8e6 < sum(p.numel() for p in net.parameters()) < 11.1e6

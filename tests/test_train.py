@@ -109,3 +109,18 @@ def test_hooks_observe_every_step_and_checkpoint(tmp_path):
     train.train(cfg, store.Store(tmp_path), hooks=(rec,), progress=False)
     assert [s for s, _ in rec.steps] == list(range(1, 41)) and all(loss > 0 for _, loss in rec.steps)
     assert rec.checkpoints == [(s, True) for s in train.checkpoint_steps(40, 5, 5)]
+
+
+def test_compile_switch_and_compiled_forward_matches_eager():
+    """train.compile: eager on CPU by default; compiled, the forward shares the model's parameters (so
+    checkpoints keep their names) and computes what eager does."""
+    cfg = tiny()
+    model = train.build_model(cfg).eval()
+    cpu = torch.device("cpu")
+    assert train.compiled(model, cfg.train, cpu) is model
+    assert train.compiled(model, cfg.with_changes(**{"train.compile": "never"}).train, torch.device("meta")) is model
+    fast = train.compiled(model, cfg.with_changes(**{"train.compile": "always"}).train, cpu)
+    assert fast is not model and dict(fast.named_parameters()).keys() >= {"_orig_mod." + k for k, _ in model.named_parameters()}
+    x, t, h = torch.randn(4, 3, 8, 8), torch.tensor([1, 10, 100, 999]), torch.rand(4, 11)
+    with torch.no_grad():
+        assert torch.allclose(fast(x, t, h), model(x, t, h), atol=1e-5)

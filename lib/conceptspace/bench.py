@@ -7,8 +7,9 @@ step (torch's flop counter), achieved FLOP/s and its fraction of a large fp32 GE
 run, sampling images/s with the 50-step sampler, evaluation time per checkpoint and its share of a
 cpu-profile run; sweep throughput: several runs stacked in one process (torch.func.vmap) and two
 single-thread processes side by side, against run-by-run; and a plain diffusers UNet2DModel of the
-paper's widths as the in-run reference for the original network's speed. Medians of repeated timings. A benchmark,
-not a test: it asserts nothing.
+paper's widths as the in-run reference for the original network's speed; the forward pass timed alone,
+to split the step's FLOP rate into forward and backward. Medians of repeated timings. A benchmark, not a
+test: it asserts nothing.
 """
 from __future__ import annotations
 
@@ -59,6 +60,18 @@ def train_step_flops(run) -> float:
     with FlopCounterMode(display=False) as counter:
         ((model(x, t, h) - x) ** 2).mean().backward()
     return float(counter.get_total_flops())
+
+
+def forward_timing(run, repeats: int) -> tuple[float, float]:
+    """FLOP and median seconds of the forward pass alone (no autograd): with the step's, where time goes."""
+    model = build_model(run)
+    x = torch.randn(run.train.batch_size, 3, run.data.resolution, run.data.resolution)
+    t = torch.randint(0, 1000, (run.train.batch_size,))
+    h = torch.rand(run.train.batch_size, 11)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x, t, h)
+    with torch.no_grad():
+        return float(counter.get_total_flops()), timed(lambda: model(x, t, h), repeats)
 
 
 def train_timing(run, repeats: int) -> float:
@@ -137,6 +150,10 @@ def main(argv=None) -> dict:
                "train_images_per_s": run.train.batch_size / s, "tflop_per_step": flops / 1e12,
                "gflops_achieved": flops / s / 1e9, "fraction_of_gemm_peak": flops / s / 1e9 / out["gemm_gflops"],
                "sample_images_per_s": img_s}
+        f_flops, f_s = forward_timing(run, max(2, reps // (4 if big else 1)))
+        # the backward pass (with the optimizer) gets the rest of the step's FLOPs and time
+        row.update({"forward_fraction_of_gemm_peak": f_flops / f_s / 1e9 / out["gemm_gflops"],
+                    "backward_fraction_of_gemm_peak": (flops - f_flops) / (s - f_s) / 1e9 / out["gemm_gflops"]})
         if profile == "cpu":
             ex = experiment("cpu")
             per_ckpt = (3 * ex.eval.samples_per_class + ex.eval.samples_held_out) / img_s
@@ -146,7 +163,8 @@ def main(argv=None) -> dict:
                         "eval_fraction_of_run": per_ckpt * n_ckpt / (per_ckpt * n_ckpt + train_total)})
         rows.append(row)
         print(f"{profile}: {row}", flush=True)
-    ref = experiment("gpu").run.with_changes(**{"model.layers_per_block": 2, "model.attention_last_level": False})
+    ref = experiment("gpu").run.with_changes(**{"model.layers_per_block": 2, "model.attention_last_level": False,
+                                                "model.resampling": "conv"})
     ref_s = train_timing(ref, max(2, reps // 4))
     ref_flops = train_step_flops(ref)
     out["reference"] = {
@@ -180,11 +198,13 @@ def main(argv=None) -> dict:
 
 def table(out: dict) -> str:
     lines = [f"GEMM peak {out['gemm_gflops']:.0f} GFLOP/s ({out['threads']} threads)", "",
-             "| config | params | s/step | train img/s | TFLOP/step | GFLOP/s | of peak | sample img/s |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| config | params | s/step | train img/s | TFLOP/step | GFLOP/s | of peak | forward / backward of peak "
+             "| sample img/s |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in out["models"]:
         lines.append(f"| {r['config']} | {r['params_M']:.2f} M | {r['s_per_step']:.3f} | {r['train_images_per_s']:.0f} "
                      f"| {r['tflop_per_step']:.4f} | {r['gflops_achieved']:.0f} | {r['fraction_of_gemm_peak']:.0%} "
+                     f"| {r['forward_fraction_of_gemm_peak']:.0%} / {r['backward_fraction_of_gemm_peak']:.0%} "
                      f"| {r['sample_images_per_s']:.1f} |")
     cpu = out["models"][0]
     lines += ["", f"cpu evaluation: {cpu['eval_seconds_per_checkpoint']:.1f} s per checkpoint, "

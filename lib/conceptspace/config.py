@@ -83,6 +83,9 @@ class ModelConfig(_Validated):
     attention: bool = _knob(True, doc="self-attention in the mid block")
     attention_last_level: bool = _knob(False, doc="self-attention in the lowest-resolution level too", added=True)
     norm_groups: int = _knob(8, lo=1, hi=64, doc="GroupNorm groups; must divide every channel count")
+    resampling: str = _knob("conv", choices=("conv", "transpose"), added=True,
+                            doc="conv: diffusers' 3x3 stride-2 conv down, nearest + 3x3 conv up; transpose: "
+                                "the original network's 2x2 stride-2 conv down and 2x2 transposed conv up")
     dropout: float = _knob(0.0, lo=0, hi=0.5, hi_open=True, doc="dropout inside res blocks")
 
 
@@ -103,6 +106,9 @@ class TrainConfig(_Validated):
     seed: int = _knob(0, lo=0, hi=2**31 - 1, doc="seeds data, initialization and batches")
     bf16: bool = _knob(True, doc="bf16 autocast on CUDA, training and sampling (no effect on CPU); "
                                  "off: fp32, as on CPU", added=True)
+    compile: str = _knob("cuda", choices=("cuda", "always", "never"), added=True,
+                         doc="torch.compile the training forward pass: on CUDA only (CPU stays eager), "
+                             "on every device, or never")
 
 
 @dataclass(frozen=True)

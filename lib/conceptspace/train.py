@@ -12,6 +12,7 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 from diffusers.training_utils import EMAModel
 from tqdm import tqdm
 
-from .config import RunConfig, to_dict
+from .config import RunConfig, TrainConfig, to_dict
 from .data import TrainingSet
 from .model import build_model, noise_scheduler, null_conditioning, uses_bf16
 from .store import CorruptFileError, Run, Store, load_tensors, save_tensors, write_json
@@ -51,6 +52,7 @@ class Hook:
 @dataclass
 class _State:
     model: torch.nn.Module
+    forward: Callable  # the model, or its torch.compile'd forward (same parameters, same state_dict)
     ema: EMAModel
     optimizer: torch.optim.Optimizer
     generator: torch.Generator
@@ -71,7 +73,14 @@ def _new_state(run_cfg: RunConfig, device: torch.device) -> _State:
     ema = EMAModel(model.parameters(), decay=run_cfg.train.ema_decay, foreach=True)
     gen = torch.Generator(device=device).manual_seed(run_cfg.train.seed + 1)
     torch.manual_seed(run_cfg.train.seed + 2)  # dropout draws from the global generator
-    return _State(model, ema, opt, gen, 0, [])
+    return _State(model, compiled(model, run_cfg.train, device), ema, opt, gen, 0, [])
+
+
+def compiled(model: torch.nn.Module, train: TrainConfig, device: torch.device) -> Callable:
+    """`model`, torch.compile'd where `train.compile` asks for it on this device (the batch shape is fixed)."""
+    if train.compile == "always" or (train.compile == "cuda" and device.type == "cuda"):
+        return torch.compile(model, dynamic=False)
+    return model
 
 
 def _state_tensors(s: _State) -> dict[str, torch.Tensor]:
@@ -217,7 +226,7 @@ def _train_step(s: _State, train_set: TrainingSet, scheduler, tc, device) -> flo
     if device.type == "cuda":
         xt = xt.contiguous(memory_format=torch.channels_last)
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=uses_bf16(tc, device)):
-        pred = s.model(xt, t, h)
+        pred = s.forward(xt, t, h)
     loss = F.mse_loss(pred.float(), noise)
     s.optimizer.zero_grad(set_to_none=True)
     loss.backward()
