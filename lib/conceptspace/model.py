@@ -48,9 +48,9 @@ class ConceptUNet(nn.Module):
 def _use_strided_resampling(unet: UNet2DModel) -> None:
     """The original network's resampling: 2x2 stride-2 conv down, 2x2 stride-2 transposed conv up.
 
-    Each output pixel then sees one 2x2 patch instead of a 3x3 window: the up-sampling convs cost a ninth
-    of diffusers' (interpolate, then a 3x3 conv at the higher resolution), a fifth of the paper-scale
-    model's FLOPs.
+    diffusers' up-sampling (interpolate, then a 3x3 conv at the higher resolution) is a fifth of the
+    paper-scale model's FLOPs; a 2x2 transposed conv costs a ninth of it, bringing the model to the
+    original's FLOPs per step.
     """
     for block in unet.down_blocks:
         for i, down in enumerate(block.downsamplers or []):
