@@ -51,12 +51,15 @@ def gemm_peak(n: int = 2048, repeats: int = 10) -> float:
     return 2 * n ** 3 / timed(lambda: a @ b, repeats)
 
 
+def model_and_batch(run):
+    """The run's model and one random training batch (x, t, h) of its shape."""
+    b, r = run.train.batch_size, run.data.resolution
+    return build_model(run), (torch.randn(b, 3, r, r), torch.randint(0, 1000, (b,)), torch.rand(b, 11))
+
+
 def train_step_flops(run) -> float:
     """FLOP of one training step (forward + backward), by torch's flop counter."""
-    model = build_model(run)
-    x = torch.randn(run.train.batch_size, 3, run.data.resolution, run.data.resolution)
-    t = torch.randint(0, 1000, (run.train.batch_size,))
-    h = torch.rand(run.train.batch_size, 11)
+    model, (x, t, h) = model_and_batch(run)
     with FlopCounterMode(display=False) as counter:
         ((model(x, t, h) - x) ** 2).mean().backward()
     return float(counter.get_total_flops())
@@ -64,14 +67,11 @@ def train_step_flops(run) -> float:
 
 def forward_timing(run, repeats: int) -> tuple[float, float]:
     """FLOP and median seconds of the forward pass alone (no autograd): with the step's, where time goes."""
-    model = build_model(run)
-    x = torch.randn(run.train.batch_size, 3, run.data.resolution, run.data.resolution)
-    t = torch.randint(0, 1000, (run.train.batch_size,))
-    h = torch.rand(run.train.batch_size, 11)
+    model, batch = model_and_batch(run)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(x, t, h)
+        model(*batch)
     with torch.no_grad():
-        return float(counter.get_total_flops()), timed(lambda: model(x, t, h), repeats)
+        return float(counter.get_total_flops()), timed(lambda: model(*batch), repeats)
 
 
 def train_timing(run, repeats: int) -> float:
