@@ -47,6 +47,30 @@ def test_resume_after_interruption_gives_identical_weights(tmp_path):
     assert whole.metrics() == resumed.metrics()
 
 
+def test_resumed_optimizer_state_keeps_the_parameters_layout(tmp_path):
+    """Fused AdamW (CUDA) needs each moment laid out as its parameter: channels_last there."""
+    cfg = tiny()
+    cpu = torch.device("cpu")
+
+    def state():
+        s = train._new_state(cfg, cpu)
+        s.model.to(memory_format=torch.channels_last)
+        return s
+
+    a = state()
+    train_set = train.TrainingSet(cfg.data, 0, cpu)
+    train._train_step(a, train_set, train.noise_scheduler(cfg), cfg.train, cpu)
+    b = state()
+    store.save_tensors(tmp_path / "state.safetensors", train._state_tensors(a))  # written contiguous
+    tensors, _ = store.load_tensors(tmp_path / "state.safetensors")
+    train._load_state(b, tensors, {"step": 1, "losses": []})
+    for p, q in zip(a.model.parameters(), b.model.parameters()):
+        for key in ("exp_avg", "exp_avg_sq"):
+            assert b.optimizer.state[q][key].stride() == q.stride()
+            assert torch.equal(b.optimizer.state[q][key], a.optimizer.state[p][key])
+        assert b.optimizer.state[q]["step"].device == cpu
+
+
 def test_corrupted_state_falls_back_to_the_previous_one(tmp_path, capsys):
     cfg = tiny()
     whole = train.train(cfg, store.Store(tmp_path / "a"), progress=False)

@@ -100,10 +100,19 @@ def _load_state(s: _State, tensors: dict, meta: dict) -> None:
     for i, p in enumerate(s.ema.shadow_params):
         p.copy_(tensors[f"ema.{i}"])
     s.ema.optimization_step = meta["step"]
-    for i, p in enumerate(s.model.parameters()):
-        keys = {k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"opt.{i}.")}
-        if keys:
-            s.optimizer.state[p] = {k: (v.cpu() if k == "step" else v) for k, v in keys.items()}
+    # Through load_state_dict, so torch puts each value where this optimizer needs it (fused AdamW on
+    # CUDA wants its step counts on the GPU, the unfused one on the CPU); moments take their parameter's
+    # memory layout (channels_last on CUDA), which fused AdamW requires and safetensors does not keep.
+    params = list(s.model.parameters())
+    state: dict = {}
+    for k, v in tensors.items():
+        if k.startswith("opt."):
+            _, i, name = k.split(".", 2)
+            like = params[int(i)]
+            state.setdefault(int(i), {})[name] = (v.cpu() if name == "step" else
+                                                  torch.empty_like(like, dtype=v.dtype).copy_(v))
+    if state:
+        s.optimizer.load_state_dict({**s.optimizer.state_dict(), "state": state})
     s.generator.set_state(tensors["rng.generator"].cpu())
     torch.set_rng_state(tensors["rng.torch"].cpu())
     s.step, s.losses, s.wall = meta["step"], meta["losses"], meta.get("wall", 0.0)
