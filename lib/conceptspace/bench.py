@@ -1,6 +1,6 @@
 """Benchmark: training and sampling throughput against the machine's own matmul peak.
 
-    python -m conceptspace.bench [--quick] [--out _build/bench.json]
+    python -m conceptspace.bench [--quick] [--device cpu|cuda] [--out _build/bench.json]
 
 Reports, for the cpu and gpu (paper-scale) model configs: s/step and images/s of training, FLOP per
 step (torch's flop counter), achieved FLOP/s and its fraction of a large fp32 GEMM timed in the same
@@ -8,8 +8,10 @@ run, sampling images/s with the 50-step sampler, evaluation time per checkpoint 
 cpu-profile run; sweep throughput: several runs stacked in one process (torch.func.vmap) and two
 single-thread processes side by side, against run-by-run; and a plain diffusers UNet2DModel of the
 paper's widths as the in-run reference for the original network's speed; the forward pass timed alone,
-to split the step's FLOP rate into forward and backward. Medians of repeated timings. A benchmark, not a
-test: it asserts nothing.
+to split the step's FLOP rate into forward and backward. Medians of repeated timings. On CUDA (the
+default where there is one) the steps run as a run would there (the profile's bf16 and compile settings),
+the peaks are an 8192² fp32 (no TF32) and bf16 GEMM, and the CPU-only parts (process sweep, the estimate
+of the original network) are left out. A benchmark, not a test: it asserts nothing.
 """
 from __future__ import annotations
 
@@ -28,33 +30,39 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .config import experiment
 from .data import TrainingSet
-from .model import build_model, noise_scheduler, sample
+from .model import build_model, noise_scheduler, sample, uses_bf16
 from .store import REPO_ROOT, write_json
-from .train import _new_state, _train_step, checkpoint_steps
+from .train import _new_state, _train_step, checkpoint_steps, device_name, pick_device
+
+CPU = torch.device("cpu")
 
 
-def timed(fn, repeats: int, warmup: int = 2) -> float:
-    """Median seconds of `fn()` over `repeats` calls after `warmup`."""
+def timed(fn, repeats: int, warmup: int = 2, device: torch.device = CPU) -> float:
+    """Median seconds of `fn()` over `repeats` calls after `warmup` (on CUDA, to the end of its kernels)."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
+        sync()
         t = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - t)
     return statistics.median(times)
 
 
-def gemm_peak(n: int = 2048, repeats: int = 10) -> float:
-    """FLOP/s of an n×n fp32 matmul: the machine's practical peak for this benchmark."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    return 2 * n ** 3 / timed(lambda: a @ b, repeats)
+def gemm_peak(n: int = 2048, repeats: int = 10, device: torch.device = CPU, dtype=torch.float32) -> float:
+    """FLOP/s of an n×n matmul: the machine's practical peak for this benchmark."""
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    return 2 * n ** 3 / timed(lambda: a @ b, repeats, device=device)
 
 
-def model_and_batch(run):
+def model_and_batch(run, device: torch.device = CPU):
     """The run's model and one random training batch (x, t, h) of its shape."""
     b, r = run.train.batch_size, run.data.resolution
-    return build_model(run), (torch.randn(b, 3, r, r), torch.randint(0, 1000, (b,)), torch.rand(b, 11))
+    return build_model(run).to(device), (torch.randn(b, 3, r, r, device=device),
+                                         torch.randint(0, 1000, (b,), device=device), torch.rand(b, 11, device=device))
 
 
 def train_step_flops(run) -> float:
@@ -65,30 +73,30 @@ def train_step_flops(run) -> float:
     return float(counter.get_total_flops())
 
 
-def forward_timing(run, repeats: int) -> tuple[float, float]:
+def forward_timing(run, repeats: int, device: torch.device = CPU) -> tuple[float, float]:
     """FLOP and median seconds of the forward pass alone (no autograd): with the step's, where time goes."""
     model, batch = model_and_batch(run)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(*batch)
-    with torch.no_grad():
-        return float(counter.get_total_flops()), timed(lambda: model(*batch), repeats)
+    model, batch = model_and_batch(run, device)
+    with torch.no_grad(), torch.autocast("cuda", torch.bfloat16, enabled=uses_bf16(run.train, device)):
+        return float(counter.get_total_flops()), timed(lambda: model(*batch), repeats, device=device)
 
 
-def train_timing(run, repeats: int) -> float:
-    """Median seconds per training step (AdamW, clipping and EMA included), on this thread count."""
-    device = torch.device("cpu")
+def train_timing(run, repeats: int, device: torch.device = CPU) -> float:
+    """Median seconds per training step (AdamW, clipping and EMA included), as `train` runs it on `device`."""
     state = _new_state(run, device)
     train_set = TrainingSet(dataclasses.replace(run.data, samples_per_class=256), 0, device)
     sched = noise_scheduler(run)
-    return timed(lambda: _train_step(state, train_set, sched, run.train, device), repeats)
+    return timed(lambda: _train_step(state, train_set, sched, run.train, device), repeats, device=device)
 
 
-def sampling_rate(run, n: int, steps: int = 50) -> float:
+def sampling_rate(run, n: int, steps: int = 50, device: torch.device = CPU) -> float:
     """Images per second generated by the DDIM sampler in one batch of n."""
-    model = build_model(run).eval()
-    noise = torch.randn(n, 3, run.data.resolution, run.data.resolution)
-    cond = torch.rand(n, 11)
-    return n / timed(lambda: sample(model, run, cond, noise, steps), 1, warmup=1)
+    model = build_model(run).to(device).eval()
+    noise = torch.randn(n, 3, run.data.resolution, run.data.resolution, device=device)
+    cond = torch.rand(n, 11, device=device)
+    return n / timed(lambda: sample(model, run, cond, noise, steps), 1, warmup=1, device=device)
 
 
 def stacked_step_timing(run, k: int, repeats: int) -> float:
@@ -132,28 +140,35 @@ def single_thread_processes(repeats: int, n: int) -> float:
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run, not for reporting)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, or auto (cuda where there is one)")
     p.add_argument("--out", default=str(REPO_ROOT / "_build" / "bench.json"))
     args = p.parse_args(argv)
+    device = pick_device(args.device)
+    gpu = device.type == "cuda"
     reps = 3 if args.quick else 10
     threads = torch.get_num_threads()
     t0 = time.time()
-    out = {"threads": threads, "torch": torch.__version__}
-    out["gemm_gflops"] = gemm_peak() / 1e9
+    out = {"device": device_name(device), "threads": threads, "torch": torch.__version__}
+    out["gemm_gflops"] = gemm_peak(8192 if gpu else 2048, reps, device) / 1e9
+    if gpu:
+        out["gemm_bf16_gflops"] = gemm_peak(8192, reps, device, torch.bfloat16) / 1e9
     rows = []
-    for profile, n_sample, big in (("cpu", 80, False), ("gpu", 16, True)):
+    for profile, n_sample, big in (("cpu", 1024 if gpu else 80, False), ("gpu", 1024 if gpu else 16, not gpu)):
         run = experiment(profile).run
+        # a step's FLOP/s against the peak of the arithmetic it runs in
+        peak = out["gemm_bf16_gflops" if uses_bf16(run.train, device) else "gemm_gflops"]
         flops = train_step_flops(run)
-        s = train_timing(run, max(2, reps // (4 if big else 1)))
-        img_s = sampling_rate(run, n_sample)
+        s = train_timing(run, max(2, reps // (4 if big else 1)), device)
+        img_s = sampling_rate(run, n_sample, device=device)
         row = {"config": profile, "params_M": sum(q.numel() for q in build_model(run).parameters()) / 1e6,
                "batch": run.train.batch_size, "resolution": run.data.resolution, "s_per_step": s,
                "train_images_per_s": run.train.batch_size / s, "tflop_per_step": flops / 1e12,
-               "gflops_achieved": flops / s / 1e9, "fraction_of_gemm_peak": flops / s / 1e9 / out["gemm_gflops"],
+               "gflops_achieved": flops / s / 1e9, "fraction_of_gemm_peak": flops / s / 1e9 / peak,
                "sample_images_per_s": img_s}
-        f_flops, f_s = forward_timing(run, max(2, reps // (4 if big else 1)))
+        f_flops, f_s = forward_timing(run, max(2, reps // (4 if big else 1)), device)
         # the backward pass (with the optimizer) gets the rest of the step's FLOPs and time
-        row.update({"forward_fraction_of_gemm_peak": f_flops / f_s / 1e9 / out["gemm_gflops"],
-                    "backward_fraction_of_gemm_peak": (flops - f_flops) / (s - f_s) / 1e9 / out["gemm_gflops"]})
+        row.update({"forward_fraction_of_gemm_peak": f_flops / f_s / 1e9 / peak,
+                    "backward_fraction_of_gemm_peak": (flops - f_flops) / (s - f_s) / 1e9 / peak})
         if profile == "cpu":
             ex = experiment("cpu")
             per_ckpt = (3 * ex.eval.samples_per_class + ex.eval.samples_held_out) / img_s
@@ -163,6 +178,9 @@ def main(argv=None) -> dict:
                         "eval_fraction_of_run": per_ckpt * n_ckpt / (per_ckpt * n_ckpt + train_total)})
         rows.append(row)
         print(f"{profile}: {row}", flush=True)
+    out["models"] = rows
+    if gpu:  # the rest compares with the original network and sweeps on this CPU
+        return _finish(out, args.out, t0)
     ref = experiment("gpu").run.with_changes(**{"model.layers_per_block": 2, "model.attention_last_level": False,
                                                 "model.resampling": "conv"})
     ref_s = train_timing(ref, max(2, reps // 4))
@@ -176,7 +194,6 @@ def main(argv=None) -> dict:
         "original_estimated_s_per_step": ref_s * 2.4 / 3.7,
         "speedup_vs_original_estimated": ref_s * 2.4 / 3.7 / rows[1]["s_per_step"]}
     print(f"reference: {out['reference']}", flush=True)
-    out["models"] = rows
     cpu_run = experiment("cpu").run
     single = rows[0]["s_per_step"]
     sweep = {"run_by_run_s_per_run_step": single}
@@ -190,14 +207,19 @@ def main(argv=None) -> dict:
     sweep["one_process_1_thread_s_per_step"] = alone
     sweep["ceiling_speedup"] = 2 * single / alone
     out["sweep"] = sweep
+    return _finish(out, args.out, t0)
+
+
+def _finish(out: dict, path: str, t0: float) -> dict:
     out["seconds"] = time.time() - t0
-    write_json(Path(args.out), out)
+    write_json(Path(path), out)
     print(table(out))
     return out
 
 
 def table(out: dict) -> str:
-    lines = [f"GEMM peak {out['gemm_gflops']:.0f} GFLOP/s ({out['threads']} threads)", "",
+    bf16 = f", bf16 {out['gemm_bf16_gflops']:.0f}" if "gemm_bf16_gflops" in out else ""
+    lines = [f"{out['device']}: GEMM peak {out['gemm_gflops']:.0f} GFLOP/s{bf16}", "",
              "| config | params | s/step | train img/s | TFLOP/step | GFLOP/s | of peak | forward / backward of peak "
              "| sample img/s |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -207,9 +229,11 @@ def table(out: dict) -> str:
                      f"| {r['forward_fraction_of_gemm_peak']:.0%} / {r['backward_fraction_of_gemm_peak']:.0%} "
                      f"| {r['sample_images_per_s']:.1f} |")
     cpu = out["models"][0]
-    lines += ["", f"cpu evaluation: {cpu['eval_seconds_per_checkpoint']:.1f} s per checkpoint, "
-                  f"{cpu['eval_fraction_of_run']:.0%} of a run", "",
-              "sweep, seconds per step per run: " + ", ".join(f"{k} {v:.3f}" for k, v in out["sweep"].items())]
+    lines += ["", f"cpu-profile evaluation: {cpu['eval_seconds_per_checkpoint']:.2f} s per checkpoint, "
+                  f"{cpu['eval_fraction_of_run']:.0%} of a run"]
+    if "sweep" not in out:
+        return "\n".join(lines)
+    lines += ["", "sweep, seconds per step per run: " + ", ".join(f"{k} {v:.3f}" for k, v in out["sweep"].items())]
     ref = out["reference"]
     lines += ["", f"paper-scale reference: plain UNet2DModel {ref['plain_unet_params_M']:.1f} M params, "
                   f"{ref['plain_unet_s_per_step']:.2f} s/step ({ref['plain_unet_fraction_of_gemm_peak']:.0%} of peak); "
