@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 import pytest
 
 from conceptspace import dynamics
@@ -127,3 +128,19 @@ def test_speed_and_saturation():
     speed = dynamics.speed_along(steps, pts, sigma=0)
     assert speed[1] == pytest.approx(0.5 / 100) and speed[-1] == pytest.approx(0.0)
     assert dynamics.saturation_step(steps, [0.5, 0.02, 0.005, 0.001]).step == 200
+
+
+def test_training_saturation_reads_the_training_classes_only():
+    steps = [100, 200, 300]
+    rows = []
+    for step, gap in zip(steps, [0.5, 0.05, 0.0]):
+        for name, (tc, ts) in {"large-red": (0, 0), "small-red": (0, 1), "large-blue": (1, 0)}.items():
+            rows.append({"step": step, "prompt": name, "target_color": tc, "target_size": ts,
+                         "p_color": abs(tc - gap), "p_size": abs(ts - gap)})
+        # the held-out class never arrives: it must not delay saturation
+        rows.append({"step": step, "prompt": "small-blue", "target_color": 1, "target_size": 1,
+                     "p_color": 0.0, "p_size": 0.0})
+    cs = pd.DataFrame(rows)
+    train = ["large-red", "small-red", "large-blue"]
+    assert dynamics.training_saturation(cs, train, ("color", "size")).step == 200  # 2 × 0.05² < 0.01
+    assert dynamics.training_saturation(cs, train, ("color", "size"), threshold=0.001).step == 300

@@ -198,6 +198,14 @@ def saturation_step(steps, distances_sq, threshold: float = 0.01) -> Crossing:
     return first_above(steps, -np.asarray(distances_sq), -threshold)
 
 
+def training_saturation(cs: pd.DataFrame, train_prompts, concepts, threshold: float = 0.01) -> Crossing:
+    """`saturation_step` of one run's concept-space table: its training classes' mean squared distance
+    to their corners, over checkpoints (the original code's marker of the turn, spec §3.4)."""
+    tr = cs[cs.prompt.isin(list(train_prompts))]
+    dist = sum((tr[f"p_{c}"] - tr[f"target_{c}"]) ** 2 for c in concepts).groupby(tr.step).mean()
+    return saturation_step(dist.index, dist.values, threshold)
+
+
 def capability(cs: pd.DataFrame, target: dict, keys=("run",)) -> pd.DataFrame:
     """The held-out class's capability under each prompting method, per checkpoint (spec §4.2):
     the best of the method's prompts by `prod` (mean P(target value) multiplied over concepts).
