@@ -75,10 +75,9 @@ def train_step_flops(run) -> float:
 
 def forward_timing(run, repeats: int, device: torch.device = CPU) -> tuple[float, float]:
     """FLOP and median seconds of the forward pass alone (no autograd): with the step's, where time goes."""
-    model, batch = model_and_batch(run)
+    model, batch = model_and_batch(run, device)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(*batch)
-    model, batch = model_and_batch(run, device)
     with torch.no_grad(), torch.autocast("cuda", torch.bfloat16, enabled=uses_bf16(run.train, device)):
         return float(counter.get_total_flops()), timed(lambda: model(*batch), repeats, device=device)
 
