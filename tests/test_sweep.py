@@ -1,4 +1,6 @@
 """Sweeps: the local and the Ray backends give identical stored results; stored runs are not retrained."""
+import os
+
 import pytest
 import torch
 
@@ -68,3 +70,21 @@ def test_unknown_backend_is_refused():
     ex, configs = tiny_grid()
     with pytest.raises(ValueError, match="backend = 'slurm' is unknown"):
         sweep.run_sweep(configs, ex.eval, ex.probe, backend="slurm")
+
+
+def test_local_workers_are_spread_over_the_visible_gpus(monkeypatch):
+    """Worker i of the local backend gets GPU i mod n (of those CUDA_VISIBLE_DEVICES leaves), one each."""
+    import multiprocessing
+    counter = multiprocessing.get_context("spawn").Value("i", 0)
+    got = []
+    for _ in range(4):
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,5,7")
+        sweep.pin_gpu(counter, 3)
+        got.append(os.environ["CUDA_VISIBLE_DEVICES"])
+    assert got == ["2", "5", "7", "2"]
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    sweep.pin_gpu(counter, 2)
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "0"  # the fifth worker, of GPUs 0 and 1
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    sweep.pin_gpu(counter, 1)
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "3"  # one GPU: left alone

@@ -135,6 +135,16 @@ def test_hooks_observe_every_step_and_checkpoint(tmp_path):
     assert rec.checkpoints == [(s, True) for s in train.checkpoint_steps(40, 5, 5)]
 
 
+def test_compile_mode_uses_cuda_graphs_only_on_cuda():
+    """CUDA graphs (reduce-overhead) on CUDA unless switched off; CPU is eager unless compile is forced,
+    and then never asks for CUDA graphs."""
+    run, cuda, cpu = tiny(), torch.device("cuda"), torch.device("cpu")
+    mode = lambda dev, **ch: train.compile_mode(run.with_changes(**ch).train, dev)
+    assert mode(cuda) == "reduce-overhead" and mode(cuda, **{"train.cuda_graphs": False}) == "default"
+    assert mode(cpu) is None and mode(cpu, **{"train.compile": "always"}) == "default"
+    assert mode(cuda, **{"train.compile": "never"}) is None
+
+
 def test_compile_switch_and_compiled_forward_matches_eager():
     """train.compile: eager on CPU by default; compiled, the forward shares the model's parameters (so
     checkpoints keep their names) and computes what eager does."""

@@ -109,6 +109,9 @@ class TrainConfig(_Validated):
     compile: str = _knob("cuda", choices=("cuda", "always", "never"), added=True,
                          doc="torch.compile the training forward pass: on CUDA only (CPU stays eager), "
                              "on every device, or never")
+    cuda_graphs: bool = _knob(True, added=True,
+                              doc="replay the compiled forward and backward as CUDA graphs (torch.compile's "
+                                  "reduce-overhead mode; CUDA only): a small model's step is bound by kernel launches")
 
 
 @dataclass(frozen=True)
@@ -145,7 +148,7 @@ class SweepConfig(_Validated):
                                doc="Δc values (the paper's col_sweep: 20 values from 0.1 to 0.8)")
     delta_size: tuple = _knob((0.4,), doc="Δs values")
     seeds: tuple = _knob((0, 100, 200, 300, 400), doc="training seeds")
-    workers: int = _knob(0, lo=0, hi=1024, doc="parallel runs (0: one per CPU core)")
+    workers: int = _knob(0, lo=0, hi=1024, doc="parallel runs (0: one per CPU core; on CUDA, 4 per GPU)")
     threads: int = _knob(0, lo=0, hi=1024, doc="torch threads per run (0: cores / workers)")
 
 

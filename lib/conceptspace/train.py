@@ -44,7 +44,8 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
 class Hook:
     """Observe training without copying the loop: override what you need."""
 
-    def on_step(self, step: int, loss: float) -> None: ...
+    def on_step(self, step: int, loss: torch.Tensor) -> None:
+        """`loss` is a 0-d tensor on the training device: `.item()` makes the CPU wait for the GPU."""
 
     def on_checkpoint(self, step: int, run: Run) -> None: ...
 
@@ -76,11 +77,20 @@ def _new_state(run_cfg: RunConfig, device: torch.device) -> _State:
     return _State(model, compiled(model, run_cfg.train, device), ema, opt, gen, 0, [])
 
 
+def compile_mode(train: TrainConfig, device: torch.device) -> str | None:
+    """How the training forward runs here: None (eager), "default" (torch.compile) or "reduce-overhead"
+    (compiled, forward and backward replayed as CUDA graphs). On an H100 the gpu profile's step takes
+    8.2 ms with CUDA graphs against 22 ms compiled and 32 ms eager, with identical losses: at this size
+    the GPU waits for the CPU to launch kernels."""
+    if not (train.compile == "always" or (train.compile == "cuda" and device.type == "cuda")):
+        return None
+    return "reduce-overhead" if train.cuda_graphs and device.type == "cuda" else "default"
+
+
 def compiled(model: torch.nn.Module, train: TrainConfig, device: torch.device) -> Callable:
-    """`model`, torch.compile'd where `train.compile` asks for it on this device (the batch shape is fixed)."""
-    if train.compile == "always" or (train.compile == "cuda" and device.type == "cuda"):
-        return torch.compile(model, dynamic=False)
-    return model
+    """`model`, torch.compile'd as `compile_mode` says (the batch shape is fixed, so dynamic=False)."""
+    mode = compile_mode(train, device)
+    return model if mode is None else torch.compile(model, dynamic=False, mode=mode)
 
 
 def _state_tensors(s: _State) -> dict[str, torch.Tensor]:
@@ -192,7 +202,9 @@ def train(run_cfg: RunConfig, store: Store | None = None, hooks: tuple[Hook, ...
         _resume(run, s, device, log)
         train_set = TrainingSet(run_cfg.data, tc.seed, device)
         scheduler = noise_scheduler(run_cfg)
-        acc, acc_n = 0.0, 0
+        # summed on the device, read at log steps only: a per-step .item() would make the CPU wait for
+        # the GPU every step, and a small model's step on a GPU is bound by how fast the CPU queues kernels
+        acc, acc_n = torch.zeros((), dtype=torch.float64, device=device), 0
         bar = tqdm(total=tc.steps, initial=s.step, disable=not progress, mininterval=10, file=sys.stderr,
                    desc=f"run {run.id}", unit="step")
         s.model.train()
@@ -201,9 +213,10 @@ def train(run_cfg: RunConfig, store: Store | None = None, hooks: tuple[Hook, ...
             s.step += 1
             acc, acc_n = acc + loss, acc_n + 1
             if s.step % LOG_EVERY == 0 or s.step in saves:
-                s.losses.append([s.step, acc / acc_n])
-                bar.set_postfix(loss=f"{acc / acc_n:.4f}", refresh=False)
-                acc, acc_n = 0.0, 0
+                mean = (acc / acc_n).item()
+                s.losses.append([s.step, mean])
+                bar.set_postfix(loss=f"{mean:.4f}", refresh=False)
+                acc, acc_n = torch.zeros_like(acc), 0
             bar.update(1)
             for h in hooks:
                 h.on_step(s.step, loss)
@@ -222,7 +235,8 @@ def train(run_cfg: RunConfig, store: Store | None = None, hooks: tuple[Hook, ...
     return run
 
 
-def _train_step(s: _State, train_set: TrainingSet, scheduler, tc, device) -> float:
+def _train_step(s: _State, train_set: TrainingSet, scheduler, tc, device) -> torch.Tensor:
+    torch.compiler.cudagraph_mark_step_begin()  # a new training step: CUDA graphs may reuse the last one's outputs
     g = s.generator
     idx = torch.randint(len(train_set), (tc.batch_size,), generator=g, device=device)
     x0, h = train_set.batch(idx, g)
@@ -242,7 +256,7 @@ def _train_step(s: _State, train_set: TrainingSet, scheduler, tc, device) -> flo
     torch.nn.utils.clip_grad_norm_(s.model.parameters(), tc.grad_clip)
     s.optimizer.step()
     s.ema.step(s.model.parameters())
-    return loss.item()
+    return loss.detach()
 
 
 def device_name(device: torch.device) -> str:
