@@ -67,8 +67,9 @@ def run_sweep(configs: list[RunConfig], ev: EvalConfig, probe: ProbeConfig, stor
 
     local: `workers` processes side by side (default: one per core, one thread each: the fastest
     layout measured on 2 cores; with GPUs, 4 per GPU, spread over them: on an H100 four CUDA-graphed
-    runs together make 149 steps/s, one alone 122, eight no more than four). ray: one task per run on the cluster at `ray_address` (or
-    `$RAY_ADDRESS`, or a new local instance), each asking for `threads` CPUs and `gpus_per_run` GPUs.
+    runs together make 149 steps/s, one alone 122, eight no more than four). ray: one task per run on
+    the cluster at `ray_address` (or `$RAY_ADDRESS`, or a new local instance), each asking for
+    `threads` CPUs and `gpus_per_run` GPUs.
     `extra_prompts(config)` adds prompts to evaluate beside the class prompts (chapter 4's).
     """
     if backend not in ("local", "ray"):

@@ -202,8 +202,8 @@ def train(run_cfg: RunConfig, store: Store | None = None, hooks: tuple[Hook, ...
         _resume(run, s, device, log)
         train_set = TrainingSet(run_cfg.data, tc.seed, device)
         scheduler = noise_scheduler(run_cfg)
-        # summed on the device, read at log steps only: a per-step .item() would make the CPU wait for
-        # the GPU every step, and a small model's step on a GPU is bound by how fast the CPU queues kernels
+        # summed on the device and read at log steps only, so that on a GPU the CPU can queue the next
+        # step's kernels while this one runs (a per-step .item() would wait for it)
         acc, acc_n = torch.zeros((), dtype=torch.float64, device=device), 0
         bar = tqdm(total=tc.steps, initial=s.step, disable=not progress, mininterval=10, file=sys.stderr,
                    desc=f"run {run.id}", unit="step")
