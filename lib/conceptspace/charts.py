@@ -135,7 +135,8 @@ def with_ci(df: pd.DataFrame, x: str, y: str, lo: str, hi: str, color: str, titl
             tooltip=()) -> alt.Chart:
     """Points with confidence intervals, one colour per group; click the legend to isolate one."""
     pick = alt.selection_point(fields=[color], bind="legend")
-    scale = lambda log: alt.Scale(type="log") if log else alt.Scale(zero=False)  # noqa: E731
+    # a log axis spans the data (vega's "nice" log domain would pad it to whole decades)
+    scale = lambda log: alt.Scale(type="log", nice=False, padding=8) if log else alt.Scale(zero=False)  # noqa: E731
     base = alt.Chart(df).encode(
         x=alt.X(f"{x}:Q", scale=scale(log_x), title=x_title or x),
         color=alt.Color(f"{color}:N"), opacity=alt.condition(pick, alt.value(1), alt.value(0.15)))

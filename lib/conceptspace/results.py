@@ -98,9 +98,10 @@ def _show(value) -> str:
 
 
 def publish(chapter: str, ex: Experiment | None, findings: list[Finding], started: float, device: str,
-            data: dict | None = None) -> Path:
+            data: dict | None = None) -> None:
     """A chapter's last step: write its results file, glue the findings table for the top of the page,
-    and show the table with a plain statement of what did not hold."""
+    and show the table with a plain statement of what did not hold. Returns nothing, so a chapter that
+    ends with it shows no stray value."""
     from IPython.display import Markdown, display
     from myst_nb import glue
 
@@ -113,4 +114,12 @@ def publish(chapter: str, ex: Experiment | None, findings: list[Finding], starte
     display(Markdown("**Every finding of this chapter holds at this scale.**" if not failed else
                      "**Not reproduced here:** " + "; ".join(failed) +
                      f". These are the values measured at {scale}; nothing is adjusted."))
-    return path
+    display(Markdown(f"Results file: `{_shown(path)}`"))
+
+
+def _shown(path: Path) -> str:
+    """The results file's path as a reader of the book finds it (relative to the repository)."""
+    try:
+        return str(path.relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)

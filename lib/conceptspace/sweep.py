@@ -61,7 +61,7 @@ def train_and_evaluate(job: Job) -> dict:
 
 def run_sweep(configs: list[RunConfig], ev: EvalConfig, probe: ProbeConfig, store: Store | None = None,
               backend: str = "local", workers: int | None = None, threads: int | None = None,
-              ray_address: str | None = None, gpus_per_run: float = 0.0,
+              ray_address: str | None = None, gpus_per_run: float | None = None,
               extra_prompts: Callable[[RunConfig], list[Prompt]] | None = None, progress: bool = True) -> list[dict]:
     """Train and evaluate every config; returns one record per config, in order.
 
@@ -69,7 +69,8 @@ def run_sweep(configs: list[RunConfig], ev: EvalConfig, probe: ProbeConfig, stor
     layout measured on 2 cores; with GPUs, 4 per GPU, spread over them: on an H100 four CUDA-graphed
     runs together make 149 steps/s, one alone 122, eight no more than four). ray: one task per run on
     the cluster at `ray_address` (or `$RAY_ADDRESS`, or a new local instance), each asking for
-    `threads` CPUs and `gpus_per_run` GPUs.
+    `threads` CPUs and `gpus_per_run` GPUs (default: a quarter of one where this machine has CUDA, as
+    the local backend packs them; none otherwise).
     `extra_prompts(config)` adds prompts to evaluate beside the class prompts (chapter 4's).
     """
     if backend not in ("local", "ray"):
@@ -79,6 +80,8 @@ def run_sweep(configs: list[RunConfig], ev: EvalConfig, probe: ProbeConfig, stor
     gpus = torch.cuda.device_count()
     workers = workers or max(1, min(len(configs), cores, RUNS_PER_GPU * gpus or cores))
     threads = threads or max(1, cores // workers)
+    if gpus_per_run is None:
+        gpus_per_run = 1 / RUNS_PER_GPU if gpus else 0.0
     load_probe(store, configs[0].data, probe)  # trained once, here, before workers would race for it
     jobs = [Job(c, ev, probe, str(store.root), threads, tuple(extra_prompts(c)) if extra_prompts else ())
             for c in configs]
