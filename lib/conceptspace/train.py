@@ -60,6 +60,7 @@ class _State:
     step: int
     losses: list  # mean loss per logged interval: [step, loss]
     wall: float = 0.0  # seconds of training before this process took over
+    cuda_graphs: bool = False  # the forward replays CUDA graphs: each step must say it is a new one
 
 
 LOG_EVERY = 10
@@ -74,7 +75,8 @@ def _new_state(run_cfg: RunConfig, device: torch.device) -> _State:
     ema = EMAModel(model.parameters(), decay=run_cfg.train.ema_decay, foreach=True)
     gen = torch.Generator(device=device).manual_seed(run_cfg.train.seed + 1)
     torch.manual_seed(run_cfg.train.seed + 2)  # dropout draws from the global generator
-    return _State(model, compiled(model, run_cfg.train, device), ema, opt, gen, 0, [])
+    graphs = compile_mode(run_cfg.train, device) == "reduce-overhead"
+    return _State(model, compiled(model, run_cfg.train, device), ema, opt, gen, 0, [], cuda_graphs=graphs)
 
 
 def compile_mode(train: TrainConfig, device: torch.device) -> str | None:
@@ -236,7 +238,8 @@ def train(run_cfg: RunConfig, store: Store | None = None, hooks: tuple[Hook, ...
 
 
 def _train_step(s: _State, train_set: TrainingSet, scheduler, tc, device) -> torch.Tensor:
-    torch.compiler.cudagraph_mark_step_begin()  # a new training step: CUDA graphs may reuse the last one's outputs
+    if s.cuda_graphs:  # a new step: its graphs may overwrite the last step's outputs (importing inductor costs 3 s)
+        torch.compiler.cudagraph_mark_step_begin()
     g = s.generator
     idx = torch.randint(len(train_set), (tc.batch_size,), generator=g, device=device)
     x0, h = train_set.batch(idx, g)
