@@ -26,6 +26,8 @@ from .prompting import Prompt, class_prompts
 from .store import Store
 from .train import pick_device, train
 
+RUNS_PER_GPU = 4  # local workers per GPU: on an H100, four CUDA-graphed runs saturate it (see run_sweep)
+
 
 def grid(base: RunConfig, **axes) -> list[RunConfig]:
     """Every combination of the given settings, by dotted name: grid(run, **{"data.delta_color": [.2, .4]})."""
@@ -112,9 +114,6 @@ def run_sweep(configs: list[RunConfig], ev: EvalConfig, probe: ProbeConfig, stor
             bar.update(1)
     bar.close()
     return records
-
-
-RUNS_PER_GPU = 4
 
 
 def pin_gpu(counter, gpus: int) -> None:
