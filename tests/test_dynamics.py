@@ -144,3 +144,13 @@ def test_training_saturation_reads_the_training_classes_only():
     train = ["large-red", "small-red", "large-blue"]
     assert dynamics.training_saturation(cs, train, ("color", "size")).step == 200  # 2 × 0.05² < 0.01
     assert dynamics.training_saturation(cs, train, ("color", "size"), threshold=0.001).step == 300
+
+
+def test_learning_order_ranks_a_class_never_learned_last_instead_of_dropping_it():
+    times = pd.DataFrame({"class": ["a", "a", "b", "b", "c", "c"],
+                          "learned_step": [300, 500, 100, np.nan, np.nan, np.nan]})
+    order = dynamics.learning_order(times)
+    assert list(order.index[:1]) == ["a"] and order["a"] == 400
+    # b: learned fast in one run, never in the other; its median is not its one fast run
+    assert np.isinf(order["b"]) and np.isinf(order["c"])
+    assert dynamics.learning_order(times.dropna()).index[0] == "b"  # what dropping would claim
