@@ -106,7 +106,7 @@ def publish(chapter: str, ex: Experiment | None, findings: list[Finding], starte
     from myst_nb import glue
 
     path = write(chapter, ex, findings, started, device, data)
-    table = findings_table(findings).style.hide(axis="index")
+    table = findings_table(findings).style.format(escape="html").hide(axis="index")  # "<" in a value is text
     glue("findings", table, display=False)
     display(table)
     failed = [f.name for f in findings if not f.holds]
