@@ -91,7 +91,7 @@ def learning_times(cs: pd.DataFrame, concepts, prompt: str, thresholds=(0.9, 0.8
 def learning_order(times: pd.DataFrame, by: str = "class", step: str = "learned_step") -> pd.Series:
     """Median learning step per group, earliest first. A run that never learned counts as learning
     after its end (+inf): dropping it would rank a class that half the runs never learn by its few
-    fast runs. Groups never learned in most runs tie at +inf."""
+    fast runs. Groups not learned in at least half their runs tie at +inf."""
     return times.assign(_t=times[step].astype(float).fillna(np.inf)).groupby(by)["_t"].median().sort_values()
 
 
