@@ -69,3 +69,11 @@ def test_lists_become_tuples_and_defaults_are_the_paper():
     assert d.held_out == ((1, 1),)
     paper = build(RunConfig, {})
     assert paper.data.nuisance == 1.0 and paper.train.learning_rate == 1e-3 and paper.train.weight_decay == 0.01
+
+
+def test_a_list_whose_default_is_empty_may_be_emptied_and_others_may_not():
+    assert experiment("gpu").capability.long_delta_color == ()  # the paper's runs all have one length
+    assert experiment("tiny", {"capability.long_delta_color": []}).capability.long_delta_color == ()
+    assert experiment("tiny", {"capability.long_delta_color": [0.25, 0.3]}).capability.long_delta_color == (0.25, 0.3)
+    with pytest.raises(ConfigError, match="capability.seeds = \\[\\] must be a non-empty list"):
+        experiment("tiny", {"capability.seeds": []})

@@ -86,6 +86,10 @@ BAD = [  # (what is called, the words the error must contain)
     (stray(**{"sweep.delta_color": [0.2, 1.4]}), "sweep.delta_color has 1.4; allowed: 0 < value ≤ 1"),
     (stray(**{"sweep.seeds": [0, 1.5]}), "sweep.seeds[1] = 1.5 must be a whole number"),
     (stray(**{"capability.cond_dropout": 0}), "capability.cond_dropout = 0 is out of range"),
+    (stray(**{"capability.long_delta_color": [0.6]}), "capability.long_delta_color has 0.6, which "
+                                                     "capability.delta_color also has"),
+    (stray(**{"capability.long_delta_color": ["blue"]}), "capability.long_delta_color[0] = 'blue' must be a number"),
+    (stray(**{"capability.delta_color": []}), "capability.delta_color = [] must be a non-empty list"),
     (stray(**{"sim.seeds": 0}), "sim.seeds = 0 is out of range"),
     (stray(**{"trian.steps": 10}), "unknown setting trian"),
     (stray(**{"train.step": 10}), "unknown setting train.step in train"),

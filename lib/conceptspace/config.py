@@ -32,10 +32,11 @@ class ConfigError(ValueError):
     """A setting is unknown, of the wrong type or out of range."""
 
 
-def _knob(default, *, lo=None, hi=None, lo_open=False, hi_open=False, choices=None, doc="", added=False):
+def _knob(default, *, lo=None, hi=None, lo_open=False, hi_open=False, choices=None, doc="", added=False, item=None):
     """A dataclass field with its allowed range, checked on construction. `added`: a setting that came
-    after runs were stored; at its default it is left out of run ids, so those runs keep their names."""
-    meta = dict(lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open, choices=choices, doc=doc, added=added)
+    after runs were stored; at its default it is left out of run ids, so those runs keep their names.
+    `item`: for a list that may be empty (its default is), an example entry giving the entries' type."""
+    meta = dict(lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open, choices=choices, doc=doc, added=added, item=item)
     if isinstance(default, (list, tuple)):
         return field(default_factory=lambda: default, metadata=meta)
     return field(default=default, metadata=meta)
@@ -159,6 +160,10 @@ class CapabilityConfig(_Validated):
     delta_color: tuple = _knob((0.175, 0.2, 0.225, 0.25, 0.275, 0.3), doc="Δc values of the runs probed")
     seeds: tuple = _knob((0, 100, 200, 300, 400), doc="training seeds")
     steps: int = _knob(15000, lo=0, hi=10_000_000, doc="run length (0: the profile's, reusing chapter 2's runs)")
+    long_delta_color: tuple = _knob((), item=0.3, doc="more Δc values, probed in their own longer runs: a weak "
+                                    "color signal turns toward blue only after the profile's run length")
+    long_steps: int = _knob(4000, lo=1, hi=10_000_000, doc="run length of the long_delta_color runs")
+    long_checkpoints: int = _knob(20, lo=2, hi=1000, doc="checkpoints per long_delta_color run")
     samples: int = _knob(64, lo=1, hi=4096, doc="samples per intervention prompt")
     alphas: tuple = _knob((0.1, 1.0, 2.0), doc="latent edit strengths α")
     beta: float = _knob(0.1, lo=0, hi=10, doc="latent edit suppression β")
@@ -334,19 +339,20 @@ def _coerce(value, default, meta, name):
     if isinstance(default, (int, float)):
         return _check_number(value, type(default), meta, name)
     if isinstance(default, tuple):
-        if not isinstance(value, (list, tuple)) or len(value) == 0:
+        if not isinstance(value, (list, tuple)) or (len(value) == 0 and default):
             raise ConfigError(f"{name} = {value!r} must be a non-empty list like {list(to_dict(default))}")
-        if isinstance(default[0], (list, tuple)):
+        sample = default[0] if default else meta["item"]
+        if isinstance(sample, (list, tuple)):
             return tuple(tuple(_coerce(v, default[0][0], {**meta, "lo": 0, "hi": None}, f"{name}[{i}]")
                                for v in _as_list(item, name)) for i, item in enumerate(value))
-        if isinstance(default[0], str):
+        if isinstance(sample, str):
             for v in value:
                 if not isinstance(v, str):
                     raise ConfigError(f"{name} has {v!r}; allowed: names (strings)")
                 if meta["choices"] is not None and v not in meta["choices"]:
                     raise ConfigError(f"{name} has {v!r}; allowed: {list(meta['choices'])}")
             return tuple(value)
-        return tuple(_check_number(v, type(default[0]), {**meta, "lo": 0, "lo_open": False, "choices": None},
+        return tuple(_check_number(v, type(sample), {**meta, "lo": 0, "lo_open": False, "choices": None},
                                    f"{name}[{i}]") for i, v in enumerate(value))
     raise ConfigError(f"{name}: unsupported setting type {type(default).__name__}")
 
@@ -434,12 +440,16 @@ def _cross_check(obj, prefix):
                               f"(train.steps = {obj.train.steps}); allowed: 1 ≤ train.first_checkpoint ≤ train.steps")
     if isinstance(obj, (SweepConfig, CapabilityConfig, MultiConfig)):
         for name, top in (("delta_color", 1), ("delta_size", 0.6), ("guidance_delta_color", 1),
-                          ("delta_background", 1)):
+                          ("long_delta_color", 1), ("delta_background", 1)):
             if not isinstance(getattr(obj, name, None), tuple):
                 continue
             bad = [v for v in getattr(obj, name) if not 0 < v <= top]
             if bad:
                 raise ConfigError(f"{prefix}{name} has {bad[0]}; allowed: 0 < value ≤ {top}")
+        twice = sorted(set(getattr(obj, "long_delta_color", ())) & set(obj.delta_color))
+        if twice:
+            raise ConfigError(f"{prefix}long_delta_color has {twice[0]}, which {prefix}delta_color also has; "
+                              f"allowed: values not in {prefix}delta_color = {list(obj.delta_color)}")
         for name in ("seeds", "guidance_seeds"):
             bad = [v for v in getattr(obj, name, ()) if not float(v).is_integer()]
             if bad:
