@@ -17,7 +17,7 @@ def test_learning_time_ignores_a_single_spike_and_censors():
     steps = np.arange(10)
     spike = np.array([0, 0, 0, 1, 0, 0, 0, 0, 0, 0.0])
     t = dynamics.learning_time(steps, spike, sigma=0)
-    assert t.censored and t.step is None
+    assert t.censored and t.step == dynamics.NEVER
     # the last checkpoint cannot qualify (no right neighbour)
     assert dynamics.learning_time(steps, np.r_[np.zeros(8), 1, 1], sigma=0).censored
 
@@ -56,7 +56,7 @@ def test_learning_times_per_run_with_censoring():
     color = times[times.concept == "color"].set_index("run")["step"]
     assert color["a"] == 500 and color["b"] == 600
     size = times[times.concept == "size"]
-    assert size["censored"].all() and size["step"].isna().all() and (size["last_step"] == 1000).all()
+    assert size["censored"].all() and (size["step"] == dynamics.NEVER).all() and (size["last_step"] == 1000).all()
     sp = dynamics.speeds(times, by=["concept"]).set_index("concept")
     assert sp.loc["color", "speed"] == np.mean([1 / 500, 1 / 600]) and sp.loc["size", "speed"] == 0
     assert sp.loc["size", "censored"] == 2 and sp.loc["color", "speed_lo"] <= sp.loc["color", "speed"]
@@ -148,9 +148,9 @@ def test_training_saturation_reads_the_training_classes_only():
 
 def test_learning_order_ranks_a_class_never_learned_last_instead_of_dropping_it():
     times = pd.DataFrame({"class": ["a", "a", "b", "b", "c", "c"],
-                          "learned_step": [300, 500, 100, np.nan, np.nan, np.nan]})
+                          "learned_step": [300, 500, 100, dynamics.NEVER, dynamics.NEVER, dynamics.NEVER]})
     order = dynamics.learning_order(times)
     assert list(order.index[:1]) == ["a"] and order["a"] == 400
     # b: learned fast in one run, never in the other; its median is not its one fast run
     assert np.isinf(order["b"]) and np.isinf(order["c"])
-    assert dynamics.learning_order(times.dropna()).index[0] == "b"  # what dropping would claim
+    assert dynamics.learning_order(times[np.isfinite(times.learned_step)]).index[0] == "b"  # what dropping would claim

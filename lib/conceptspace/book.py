@@ -22,7 +22,8 @@ import nbformat
 import yaml
 
 from .config import experiment, profile_names
-from .results import read_all, results_dir, versions
+from .paper import CLAIMS
+from .results import count, read_all, results_dir, verdict, versions
 from .store import REPO_ROOT
 
 STAGE = REPO_ROOT / "_build" / "stage"
@@ -130,19 +131,86 @@ def status_page(stage: Path, run_seconds: dict[str, float]) -> None:
     """book/status.md: each chapter's profile, run time, device and findings, and the versions."""
     lines = ["# Build status", "",
              "Written by the main command from each chapter's results file "
-             "(`_build/results/<chapter>.json`).", "",
-             "| chapter | profile | executed in | chapter's own time | device | findings that hold | finished |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+             "(`_build/results/<chapter>.json`). Judged findings are tested by a rule; reported ones are "
+             "shown beside the paper's value and never counted as holding.", "",
+             "| chapter | profile | executed in | chapter's own time | device | judged findings that hold "
+             "| reported | finished |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for res in read_all():
         name = res["chapter"]
-        held = sum(f["holds"] for f in res["findings"])
+        c = count(res["findings"])
         executed = f"{run_seconds[name]:.0f} s" if name in run_seconds else "earlier build"
         lines.append(f"| {name} | {res['profile']} | {executed} | {res['seconds']:.0f} s | {res['device']} | "
-                     f"{held} / {len(res['findings'])} | {res['finished']} |")
+                     f"{c['hold']} / {c['judged']} | {c['reported']} | {res['finished']} |")
     v = versions()
     lines += ["", f"Python {v['python']}, torch {v['torch']}, diffusers {v['diffusers']}.", ""]
     (stage / "book").mkdir(parents=True, exist_ok=True)
     (stage / "book" / "status.md").write_text("\n".join(lines) + "\n")
+
+
+def scorecard_rows(results: list[dict], executable: list[str]) -> list[dict]:
+    """One row per finding of every claim of both papers (paper.CLAIMS), and one row for a claim no
+    executed chapter tested: 'not run at this profile' or 'no chapter tests it yet'."""
+    by_claim: dict[str, list] = {}
+    for res in results:
+        for f in res["findings"]:
+            if f.get("claim"):
+                by_claim.setdefault(f["claim"], []).append((res, f))
+    rows = []
+    for cid, claim in CLAIMS.items():
+        found = by_claim.get(cid, [])
+        for res, f in found:
+            rows.append({"claim": cid, "chapter": res["chapter"], "text": claim.claim, "paper": _cell(f["paper"]),
+                         "source": f"{claim.source} ({claim.provenance})", "measured": _cell(f["measured"]),
+                         "finding": f["name"] + (f" ({f['variant']})" if f.get("variant") else ""),
+                         "verdict": verdict(f["holds"]), "profile": res["profile"],
+                         "seeds": ", ".join(f.get("seeds") or {}) or "—"})
+        if not found:
+            chapter = claim.chapter
+            status = ("not run at this profile" if chapter in executable else "no chapter tests it yet")
+            rows.append({"claim": cid, "chapter": chapter, "text": claim.claim, "paper": claim.value,
+                         "source": f"{claim.source} ({claim.provenance})", "measured": "—", "finding": "—",
+                         "verdict": status, "profile": "—", "seeds": "—"})
+    return rows
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {_cell(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return ", ".join(_cell(v) for v in value)
+    return str(value)
+
+
+def scorecard_page(stage: Path, root: Path = REPO_ROOT) -> None:
+    """book/scorecard.md: every claim of both papers, one row per finding, with its verdict."""
+    rows = scorecard_rows(read_all(), chapters(root))
+    tally = {v: sum(r["verdict"] == v for r in rows) for v in ("holds", "fails", "reported")}
+    lines = ["# Scorecard", "",
+             "Every claim of both papers (Park et al. 2024, HC; Yang et al. 2024, SIM), one row per finding of "
+             "the chapter that tests it, read from the chapters' results files when the book was built. "
+             "*holds* / *fails*: judged by the rule in the chapter, at the profile and seeds in the row; "
+             "*reported*: shown beside the paper's value, not judged; *not run at this profile*: its chapter "
+             "has no result here.", "",
+             f"**{tally['holds']} findings hold, {tally['fails']} fail, {tally['reported']} are reported.**", "",
+             "| claim | chapter | the paper | paper's value (source) | measured | verdict | profile | seeds |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        link = f"{{doc}}`{r['chapter']}`" if r["chapter"] else "—"
+        cells = [r["claim"], link, f"{r['text']}. *Measured:* {r['finding']}",
+                 f"{r['paper']} ({r['source']})", r["measured"], f"**{r['verdict']}**", r["profile"], r["seeds"]]
+        lines.append("| " + " | ".join(_escape_cell(c) for c in cells) + " |")
+    (stage / "book").mkdir(parents=True, exist_ok=True)
+    (stage / "book" / "scorecard.md").write_text("\n".join(lines) + "\n")
+
+
+def _escape_cell(text: str) -> str:
+    """A table cell of MyST Markdown: pipes and newlines would break the row; '<' would be HTML."""
+    return str(text).replace("|", "\\|").replace("\n", " ").replace("<", "&lt;")
 
 
 def build_html(stage: Path, root: Path = REPO_ROOT) -> Path:
@@ -193,6 +261,7 @@ def main(argv=None) -> int:
         print(f"== {name} done in {seconds[name]:.0f} s", flush=True)
     stage_pages(STAGE)
     status_page(STAGE, seconds)
+    scorecard_page(STAGE)
     if not args.no_html:
         html = build_html(STAGE)
         print(f"The book is at {html / 'index.html'}")

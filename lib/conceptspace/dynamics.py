@@ -2,10 +2,13 @@
 
 Pure functions of arrays and tables (no models), so they are tested on hand-made trajectories.
 Checkpoints are spaced quadratically, so every time here is quantized to a checkpoint step.
+**Never learned** has one encoding everywhere: `NEVER` (+inf), a time after the end of any run, so
+orders rank it last, ratios against it are infinite and speeds 1/T are 0; `censored` marks it.
 Used by: chapters 1-4, 6.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,15 +17,18 @@ from scipy import stats
 from scipy.ndimage import binary_erosion, gaussian_filter1d
 
 
+NEVER = math.inf  # the step of something that never happened within the run
+
+
 @dataclass(frozen=True)
 class Crossing:
-    """When a curve crossed a threshold for good; `step` is None (censored) if it never did."""
-    step: int | None
+    """When a curve crossed a threshold for good; `step` is NEVER (censored) if it never did."""
+    step: float
     threshold: float
 
     @property
     def censored(self) -> bool:
-        return self.step is None
+        return self.step == NEVER
 
 
 def smooth(values, sigma: float) -> np.ndarray:
@@ -47,7 +53,7 @@ def learning_time(steps, accuracy, threshold: float = 0.9, sigma: float = 1.5, f
     if for_good:
         below = np.flatnonzero(~above)
         hits = hits[hits > below[-1]] if len(below) else hits
-    return Crossing(int(steps[hits[0]]) if len(hits) else None, threshold)
+    return Crossing(int(steps[hits[0]]) if len(hits) else NEVER, threshold)
 
 
 def emergence_time(steps, capability, threshold: float = 0.8, sigma: float = 1.0, run_length: int = 3) -> Crossing:
@@ -59,13 +65,13 @@ def emergence_time(steps, capability, threshold: float = 0.8, sigma: float = 1.0
     for i in range(len(above) - run_length + 1):
         if above[i:i + run_length].all():
             return Crossing(int(steps[i]), threshold)
-    return Crossing(None, threshold)
+    return Crossing(NEVER, threshold)
 
 
 def first_above(steps, values, threshold: float) -> Crossing:
     """The first checkpoint where the raw curve reaches `threshold` (no smoothing)."""
     hits = np.flatnonzero(np.asarray(values) >= threshold)
-    return Crossing(int(np.asarray(steps)[hits[0]]) if len(hits) else None, threshold)
+    return Crossing(int(np.asarray(steps)[hits[0]]) if len(hits) else NEVER, threshold)
 
 
 def learning_times(cs: pd.DataFrame, concepts, prompt: str, thresholds=(0.9, 0.8), sigma: float = 1.5,
@@ -73,7 +79,7 @@ def learning_times(cs: pd.DataFrame, concepts, prompt: str, thresholds=(0.9, 0.8
     """Learning time of each concept for one prompt (the held-out class), per run and threshold.
 
     `cs` is a concept-space table with a `run` column (and any other `keys`). Runs that never learn
-    a concept keep `step` = NaN and `censored` = True, with `last_step` the end of their training.
+    a concept keep `step` = NEVER and `censored` = True, with `last_step` the end of their training.
     """
     rows = []
     for key, df in cs[cs["prompt"] == prompt].groupby(list(keys)):
@@ -83,16 +89,16 @@ def learning_times(cs: pd.DataFrame, concepts, prompt: str, thresholds=(0.9, 0.8
             for thr in thresholds:
                 t = learning_time(df["step"], df[f"acc_{concept}"], thr, sigma, for_good)
                 rows.append({**dict(zip(keys, key)), "concept": concept, "threshold": thr,
-                             "step": np.nan if t.censored else t.step, "censored": t.censored,
+                             "step": t.step, "censored": t.censored,
                              "last_step": int(df["step"].max())})
     return pd.DataFrame(rows)
 
 
 def learning_order(times: pd.DataFrame, by: str = "class", step: str = "learned_step") -> pd.Series:
     """Median learning step per group, earliest first. A run that never learned counts as learning
-    after its end (+inf): dropping it would rank a class that half the runs never learn by its few
-    fast runs. Groups not learned in at least half their runs tie at +inf."""
-    return times.assign(_t=times[step].astype(float).fillna(np.inf)).groupby(by)["_t"].median().sort_values()
+    after its end (NEVER): dropping it would rank a class that half the runs never learn by its few
+    fast runs. Groups not learned in at least half their runs tie at NEVER."""
+    return times.assign(_t=times[step].astype(float)).groupby(by)["_t"].median().sort_values()
 
 
 def mean_ci(values, confidence: float = 0.95) -> tuple[float, float, float]:
@@ -111,9 +117,9 @@ def speeds(times: pd.DataFrame, by) -> pd.DataFrame:
     rows = []
     for key, df in times.groupby(list(by)):
         key = key if isinstance(key, tuple) else (key,)
-        speed = np.where(df["censored"], 0.0, 1.0 / df["step"].fillna(np.inf))
+        speed = 1.0 / df["step"].astype(float)  # NEVER: speed 0
         m, lo, hi = mean_ci(speed)
-        steps = df["step"].fillna(df["last_step"])  # censored runs at their last step: a lower bound
+        steps = df["step"].where(~df["censored"], df["last_step"])  # censored runs at their last step: a lower bound
         rows.append({**dict(zip(by, key)), "speed": m, "speed_lo": max(lo, 0.0), "speed_hi": hi,
                      "time": float(steps.mean()), "seeds": len(df), "censored": int(df["censored"].sum())})
     return pd.DataFrame(rows)

@@ -1,10 +1,14 @@
-"""Chapter results files: `_build/results/<notebook name>.json`, read by the status page and tests.
+"""Chapter results files: `_build/results/<notebook name>.json`, read by the status page, the
+scorecard and the tests.
 
-Each holds run metadata and `findings`: one entry per claim the chapter tests, with the measured
-value, the paper's value where one exists, the rule, and `holds` computed from the measurement.
+Each holds run metadata and `findings`: one entry per claim the chapter covers. A **judged** finding
+tests a claim by a rule and `holds` is True or False, computed from the measurement; a **reported**
+finding only shows a quantity, and `holds` is None: it is never counted as holding. A finding names
+the paper's claim it tests (`paper.CLAIMS`), so the paper's number and provenance come from one place.
 """
 from __future__ import annotations
 
+import html
 import os
 import platform
 import time
@@ -15,22 +19,60 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from . import paper as paper_
 from .config import Experiment, to_dict
 from .store import REPO_ROOT, read_json, write_json
+
+FROM_CLAIM = object()  # a finding's paper value defaults to its claim's
 
 
 @dataclass(frozen=True)
 class Finding:
-    name: str
+    key: str              # short and unique in its chapter: its template name and scorecard anchor
+    claim: str            # the id of the paper's claim it tests (paper.CLAIMS), or "" for a check of the book's own
+    name: str             # what is measured, in one sentence
     measured: Any
-    paper: Any
-    rule: str
-    holds: bool
+    paper: Any            # the paper's value (its claim's unless the finding names a more specific number)
+    rule: str             # how `holds` is computed; "reported" for a reported quantity
+    holds: bool | None    # True / False: judged; None: reported, never counted as holding
+    seeds: dict | None    # per-seed outcome {seed: value or verdict}, where the finding is judged across seeds
+    variant: str          # "" for the claim at the paper's strength; else what a scale-specific variant changes
+    in_steps: bool        # the values are step counts: comparable with the paper's only at its recipe and scale
 
 
-def finding(name: str, measured, paper, rule: str, holds) -> Finding:
-    """A claim and its test; `holds` must be computed from `measured` by `rule`."""
-    return Finding(name, _plain(measured), _plain(paper), rule, bool(holds))
+def judged(key: str, claim: str, name: str, measured, rule: str, holds, *, paper=FROM_CLAIM, seeds=None,
+           variant: str = "", in_steps: bool = False) -> Finding:
+    """A claim tested by `rule`; `holds` must be computed from the measurement (never a literal)."""
+    if holds is None or not isinstance(holds, (bool, np.bool_)):
+        raise TypeError(f"judged finding {key!r}: holds must be a bool computed by its rule, got {holds!r}")
+    return _make(key, claim, name, measured, rule, bool(holds), paper, seeds, variant, in_steps)
+
+
+def reported(key: str, claim: str, name: str, measured, *, paper=FROM_CLAIM, seeds=None, variant: str = "",
+             why: str = "", in_steps: bool = False) -> Finding:
+    """A quantity shown beside the paper's, not judged (`holds` None); `why` says why it is not judged."""
+    return _make(key, claim, name, measured, "reported" + (f": {why}" if why else ""), None, paper, seeds, variant,
+                 in_steps)
+
+
+def _make(key, claim, name, measured, rule, holds, paper, seeds, variant, in_steps) -> Finding:
+    if claim and claim not in paper_.CLAIMS:
+        raise KeyError(f"finding {key!r}: claim {claim!r} is not in paper.CLAIMS")
+    if paper is FROM_CLAIM:
+        paper = paper_.CLAIMS[claim].value if claim else None
+    seeds = None if seeds is None else {str(k): _plain(v) for k, v in dict(seeds).items()}
+    return Finding(key, claim, name, _plain(measured), _plain(paper), rule, holds, seeds, variant, in_steps)
+
+
+def verdict(holds: bool | None) -> str:
+    return "reported" if holds is None else ("holds" if holds else "fails")
+
+
+def count(findings) -> dict:
+    """Judged, holding, failing and reported findings (dicts from a results file or Finding objects)."""
+    h = [f["holds"] if isinstance(f, dict) else f.holds for f in findings]
+    return {"judged": sum(v is not None for v in h), "hold": sum(v is True for v in h),
+            "fail": sum(v is False for v in h), "reported": sum(v is None for v in h)}
 
 
 def _plain(value):
@@ -83,9 +125,10 @@ def read_all() -> list[dict]:
 
 
 def findings_table(findings: list[Finding]) -> pd.DataFrame:
-    """The table each chapter shows at its top."""
-    rows = [{"claim": f.name, "measured": _show(f.measured), "paper": _show(f.paper),
-             "rule": f.rule, "holds": "yes" if f.holds else "no"} for f in findings]
+    """The table each chapter shows at its top: judged findings first, then reported ones."""
+    rows = [{"claim": f.claim or "book", "finding": f.name + (f" ({f.variant})" if f.variant else ""),
+             "measured": _show(f.measured), "per seed": _seeds(f.seeds), "paper": _show(f.paper), "rule": f.rule,
+             "verdict": verdict(f.holds)} for f in sorted(findings, key=lambda f: f.holds is None)]
     return pd.DataFrame(rows)
 
 
@@ -94,26 +137,90 @@ def _show(value) -> str:
         return "—"
     if isinstance(value, float):
         return f"{value:.3g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {_show(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return ", ".join(_show(v) for v in value)
     return str(value)
+
+
+def _seeds(seeds: dict | None) -> str:
+    if not seeds:
+        return "—"
+    return ", ".join(f"{k}: {_show(v)}" for k, v in seeds.items())
+
+
+def summary_line(findings) -> str:
+    """'3 of 4 judged findings hold; 2 reported (not judged)', the same words on every page."""
+    c = count(findings)
+    return (f"{c['hold']} of {c['judged']} judged findings hold" +
+            (f"; {c['reported']} reported (not judged)" if c["reported"] else ""))
+
+
+def paper_vs_book(findings: list[Finding], ex: Experiment) -> pd.DataFrame:
+    """Each claim's number in the paper beside ours, with the paper's provenance and our scale and
+    recipe in the row; a row comparing step counts across another recipe or scale says so."""
+    rows = []
+    for f in findings:
+        if not f.claim:
+            continue
+        c = paper_.CLAIMS[f.claim]
+        caveat = ""
+        if f.in_steps and not paper_.is_paper_scale(ex):
+            caveat = (f"step counts: our {paper_.scale(ex)} vs the paper's 32 px VDM runs; compare order and shape, "
+                      "not the numbers")
+        rows.append({"claim": f.claim, "paper": _show(f.paper), "source": f"{c.source} ({c.provenance})",
+                     "this book": _show(f.measured), "per seed": _seeds(f.seeds), "verdict": verdict(f.holds),
+                     "profile · recipe": paper_.scale(ex), "note": caveat or f.variant})
+    return pd.DataFrame(rows)
+
+
+def deviations_admonition(ex: Experiment, sections=("data", "model", "train", "eval", "probe")):
+    """The same admonition on every page: every setting that differs from the paper's own setup, and
+    the recipe differences that no setting names (paper.RECIPE)."""
+    from IPython.display import HTML
+
+    rows = paper_.deviations(ex, sections)
+    items = [f"<li><code>{html.escape(r['setting'])}</code> = {html.escape(r['this book'])} "
+             f"(paper: {html.escape(r['paper'])})</li>" for r in rows]
+    items += [f"<li>{html.escape(text)}</li>" for text in paper_.RECIPE]
+    return HTML(f'<div class="admonition warning"><p class="admonition-title">How this page differs from the '
+                f"paper's setup (profile <code>{html.escape(ex.profile)}</code>, {len(rows)} settings and the "
+                f"recipe)</p><ul>{''.join(items)}</ul></div>")
+
+
+def glue_values(**values) -> None:
+    """Name values for the chapter's prose (`{glue:md}` roles in its Markdown), so a verdict sentence is
+    Markdown filled from the findings, not an f-string."""
+    from IPython.display import Markdown
+    from myst_nb import glue
+
+    for name, value in values.items():
+        glue(name, Markdown(_show(_plain(value))), display=False)
 
 
 def publish(chapter: str, ex: Experiment | None, findings: list[Finding], started: float, device: str,
             data: dict | None = None) -> None:
-    """A chapter's last step: write its results file, glue the findings table for the top of the page,
-    and show the table with a plain statement of what did not hold. Returns nothing, so a chapter that
-    ends with it shows no stray value."""
+    """A chapter's last step: write its results file, glue the findings table for the top of the page
+    and each finding's measured value and verdict for its prose (`<key>`, `<key>_verdict`), and show the
+    table, the count of judged findings that hold and what failed. Returns nothing."""
     from IPython.display import Markdown, display
     from myst_nb import glue
 
+    keys = [f.key for f in findings]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"finding keys must be unique in a chapter: {keys}")
     path = write(chapter, ex, findings, started, device, data)
     table = findings_table(findings).style.format(escape="html").hide(axis="index")  # "<" in a value is text
     glue("findings", table, display=False)
+    glue("findings_summary", Markdown(f"**{summary_line(findings)}.**"), display=False)
+    glue_values(**{f.key: f.measured for f in findings}, **{f"{f.key}_verdict": verdict(f.holds) for f in findings})
     display(table)
-    failed = [f.name for f in findings if not f.holds]
+    failed = [f.name for f in findings if f.holds is False]
     scale = f"the `{ex.profile}` profile" if ex else "this run"
-    display(Markdown("**Every finding of this chapter holds at this scale.**" if not failed else
-                     "**Not reproduced here:** " + "; ".join(failed) +
-                     f". These are the values measured at {scale}; nothing is adjusted."))
+    display(Markdown(f"**{summary_line(findings)}.** " + (
+        "" if not failed else "**Not reproduced here:** " + "; ".join(failed) +
+        f". These are the values measured at {scale}; no rule is relaxed to make them pass.")))
     display(Markdown(f"Results file: `{_shown(path)}`"))
 
 
