@@ -42,5 +42,6 @@ def tiny_book(tmp_path_factory, session_store):
         seconds = {name: book.execute(name, "tiny", {}, stage, timeout=900) for name in book.chapters()}
         book.stage_pages(stage)
         book.status_page(stage, seconds)
+        book.scorecard_page(stage)
         html = book.build_html(stage, out)
     return {"out": out, "stage": stage, "html": html, "seconds": seconds}
