@@ -1,16 +1,11 @@
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
-from conceptspace import sim
+from conceptspace import paper, sim
 
-
-def bias_free_one_layer(task, scale=0.01, seed=0):
-    torch.manual_seed(seed)
-    m = sim.mlp(task.dim, depth=1, bias=False)
-    with torch.no_grad():
-        m[0].weight.mul_(scale)
-    return m
+bias_free_one_layer = sim.small_init_one_layer
 
 
 def test_signal_follows_mu_squared_over_clusters_plus_variance():
@@ -90,3 +85,70 @@ def test_bad_task_is_refused():
         sim.SimTask(mu=(1.0,), var=(0.1, 0.1))
     with pytest.raises(ValueError, match="must be ≥ 0"):
         sim.SimTask(mu=(-1.0, 1.0), var=(0.1, 0.1))
+
+
+def test_one_layer_run_matches_the_formula_in_the_theory_regime():
+    """SIM3 at a small size: SGD's steps to 90 % within 5 % of d ln 10 / (2 η a_k); the closed form
+    within 2 % of ‖x̂‖ of SGD (SIM1)."""
+    task = sim.SimTask(mu=(1.0, 2.0), var=(0.05, 0.05), n=1000, dim=16)
+    res = sim.one_layer_run(task, lr=0.1, batch=128, epochs=40, record_every=2)
+    row = sim.one_layer_summary(task, res, lr=0.1)
+    assert row["relative_deviation"] < 0.02
+    for k in (1, 2):
+        assert row[f"T{k} SGD"] == pytest.approx(row[f"T{k} formula"], rel=0.05)
+
+
+def test_formula_gives_the_papers_numbers_at_the_papers_setting():
+    t = sim.learning_time_theory(sim.SimTask(mu=(1.0, 2.0), var=(0.05, 0.05), dim=64), lr=0.1)
+    assert np.round(t) == pytest.approx(paper.SIM_T_FORMULA, abs=1)
+
+
+def test_reach_step_is_never_when_not_reached():
+    assert sim.reach_step([0, 10, 20], [0.0, 0.95, 1.0], 1.0) == 10
+    assert sim.reach_step([0, 10, 20], [0.0, 0.5, 0.6], 1.0) == sim.NEVER
+
+
+def order_table(rows):
+    return pd.DataFrame(rows, columns=["value", "a1", "a2", "T1 SGD", "T2 SGD"])
+
+
+def test_order_follows_signal_holds_and_fails():
+    good = order_table([(0.05, 0.4, 1.4, 1900, 540), (2.0, 2.3, 1.4, 310, 540), (1.0, 1.3, 1.3, 550, 540)])
+    assert sim.order_follows_signal(good).all()
+    bad = order_table([(0.05, 0.4, 1.4, 500, 540), (1.0, 1.3, 1.3, 800, 540), (0.5, 0.8, 1.4, np.inf, np.inf)])
+    assert not sim.order_follows_signal(bad).any()   # wrong order; a tie 30 % apart; never reached
+
+
+def test_flip_variance_interpolates_and_is_none_without_a_flip():
+    t = order_table([(0.5, 0.8, 1.4, 1080, 540), (1.0, 1.3, 1.4, 550, 540), (2.0, 2.3, 1.4, 310, 540)])
+    assert sim.flip_variance(t) == pytest.approx(1.0 + 10 / 240)
+    assert sim.flip_variance(t.iloc[:1]) is None
+    assert sim.flip_variance_theory((1.0, 2.0), 0.05, 3) == pytest.approx(1.05)
+
+
+def test_swing_by_needs_a_rise_of_the_test_loss_while_training_loss_falls():
+    falling = np.linspace(1, 0, 6)
+    assert sim.swing_by(np.array([2, 1, 1.5, 0.5, 0.1, 0]), falling)["swing"]
+    assert not sim.swing_by(np.array([2, 1, 0.8, 0.5, 0.1, 0]), falling)["swing"]          # no rise
+    assert not sim.swing_by(np.array([2, 1, 1.5, 0.5, 0.1, 0]), falling[::-1])["swing"]    # training rises
+    out = sim.swing_by(np.array([2, 1, np.inf, np.nan, 0, 0]), falling)
+    assert out["diverged"] and not out["swing"]
+
+
+def test_papers_fig5_run_swings_by_and_fig9_descends_several_times():
+    """The figure code's own setting and seed (the W-recurrence with A∘A) shows its figure's shape."""
+    f5 = paper.SIM_FIG5
+    task = sim.SimTask(mu=f5["mu"], var=(f5["sigma"] ** 2,) * 2, dim=f5["dim"], origin=False)
+    row = sim.swing_over_seeds(task, f5["init"], f5["eta"], f5["iterations"], [f5["seed"]], squared=True).iloc[0]
+    assert row.swing and row.bump > 0.05
+    u = sim.paper_init(3, 0.2, 2333)
+    assert (u >= 0).all() and np.allclose(u, u.T)
+
+
+def test_w_recurrence_is_a_small_step_of_the_ode():
+    a = np.array([0.5, 1.1, 0.0])
+    w0 = sim.paper_init(3, 0.2, 0)
+    rec = sim.w_recurrence(a, w0, 1e-3, 5000)[-1]
+    ode = sim.two_layer_theory(a, w0, np.array([0.0, 5.0]))[-1]
+    assert rec == pytest.approx(ode, abs=2e-3)
+    assert sim.train_loss_path(np.eye(3)[None], a) == pytest.approx([0.0])

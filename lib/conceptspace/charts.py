@@ -195,3 +195,14 @@ class HTMLGrid:
 
     def _repr_html_(self) -> str:
         return self.markup
+
+
+def sim_closed_form(mu1: float, var1: float, *, dim: int, lr: float, steps, mu2: float = 2.0,
+                    var2: float = 0.05) -> alt.Chart:
+    """Chapter 5's live closed form: the path of f(x̂) (fractions of each target) for one (μ₁, Var₁)."""
+    from .sim import closed_form_grid
+    df = closed_form_grid([mu1], [var1], mu2, var2, dim, lr, steps)
+    return alt.Chart(df).mark_line(point=True).encode(
+        x=alt.X("f1:Q", scale=alt.Scale(domain=[0, 1]), title="fraction of concept 1"),
+        y=alt.Y("f2:Q", scale=alt.Scale(domain=[0, 1]), title="fraction of concept 2"), order="step:Q",
+    ).properties(width=300, height=300, title=f"a₁ = {df.a1.iloc[0]:.2f}, a₂ = {df.a2.iloc[0]:.2f}")

@@ -119,6 +119,16 @@ HIDDEN_DELTA_COLOR = (0.175, 0.3)   # HC8: the Δc range of the paper's promptin
 MULTI_R = 0.81                      # HC13
 MULTI_CONVERGENCE = 7_206           # HC13
 MULTI_LEARNED = (5_600, 30_300)     # HC13
+MULTI_WEAK_BACKGROUND = {"delta_background": 0.1, "soft_accuracy": 0.55, "steps": 40_000}  # HC14 (fig)
+# SIM (Yang et al. 2024). SIM3: the formula d ln(1/ε)/(2ηa_k) at d 64, η 0.1, ε 0.1, μ (1, 2), Var 0.05, K 3
+# (computed); SIM2: the Var₁ of the order flip for μ (1, 2), Var₂ 0.05 (Fig. 2b, code semantics); SIM4 / SIM6:
+# Figs. 5 and 9 as the official figure code draws them (W-recurrence, U ~ U[0, init) from torch's generator
+# seeded with `seed`, a_p = μ_p²/s + σ²: the figure code squares σ, the SGD code does not; code).
+SIM_T_FORMULA = (1_922, 533)
+SIM_FLIP_VAR = 1.0
+SIM_FIG5 = {"mu": (1.0, 1.5), "sigma": 0.05, "dim": 3, "init": 0.2, "seed": 2333, "eta": 0.01, "iterations": 2_000}
+SIM_FIG9 = {"mu": (1.0, 1.5, 2.2, 2.7), "sigma": 0.05, "dim": 4, "init": 0.1, "seed": 233_333, "eta": 0.01,
+            "iterations": 10_000}
 
 # The paper's own setup (HC §2-3 by the official code), by the book's setting names. A value of
 # None: the paper has no such setting. Sections the chapter does not use are left out of its diff.
@@ -140,6 +150,9 @@ SETUP = {
     "capability.guidance": [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 7.0], "capability.cond_dropout": 0.1,
     "multi.delta_color": [0.2, 0.4, 0.6], "multi.delta_size": 0.35, "multi.delta_background": [0.1, 0.2, 0.3],
     "multi.seeds": [0, 100, 200, 300, 400], "multi.steps": 40_000, "multi.checkpoints": 120,
+    # SIM's one-layer SGD runs (the official run.sh / main.py defaults, code)
+    "sim.n": 5000, "sim.dim": 64, "sim.epochs": 40, "sim.lr": 0.1, "sim.batch": 128,
+    "sim.var_sweep": [0.05, 0.1, 0.5, 1.0, 2.0], "sim.mu_sweep": [1.0, 2.0, 3.0],
 }
 
 # How the book's model differs from the paper's in ways no setting names (HC §2.1-2.3).

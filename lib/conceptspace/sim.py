@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import torch
 from scipy.integrate import solve_ivp
 from torch import nn
@@ -45,7 +46,7 @@ class SimTask:
 
 
 def signal(task: SimTask) -> np.ndarray:
-    """a_p = μ_p²/K + Var_p: the rate at which the theory says concept p is learned (spec §2.1)."""
+    """a_p = μ_p²/K + Var_p: the rate at which the theory says concept p is learned (SIM §4)."""
     return np.asarray(task.mu) ** 2 / task.clusters + np.asarray(task.var)
 
 
@@ -131,7 +132,7 @@ def one_layer_theory(task: SimTask, w0: np.ndarray, steps, lr: float) -> np.ndar
 
     Gradient flow Ẇ = −(W − I)A gives f(x̂)_k = (1 − e^{−a_k t}) μ_k + Σ_i e^{−a_i t} w_ki(0) μ_i, with
     w0 the initial weights in concept coordinates (s × s). SGD on the mean over d outputs moves time
-    by t = 2·lr·step/d per step (spec §7.4).
+    by t = 2·lr·step/d per step (the mean over d outputs in PyTorch's MSE).
     """
     a = signal(task)
     mu = np.asarray(task.mu)
@@ -164,7 +165,8 @@ def two_layer_theory(a: np.ndarray, w0: np.ndarray, times, squared: bool = False
 def test_loss_path(ws: np.ndarray, mu) -> np.ndarray:
     """½‖W x̂ − x̂‖² along a path of W, with x̂ = μ in concept coordinates."""
     mu = np.asarray(mu)
-    return 0.5 * (((ws @ mu) - mu) ** 2).sum(axis=-1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return 0.5 * (((ws @ mu) - mu) ** 2).sum(axis=-1)
 
 
 def bumps(loss: np.ndarray, min_height: float = 1e-3) -> list[float]:
@@ -181,3 +183,187 @@ def bumps(loss: np.ndarray, min_height: float = 1e-3) -> list[float]:
     if rising and loss[-1] - lo >= min_height:
         out.append(float(loss[-1] - lo))
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Chapter 5's experiments as pure functions (the chapter only calls them and tables their results).
+
+NEVER = np.inf  # the same encoding of "never reached" as dynamics.NEVER
+
+
+def small_init_one_layer(task: SimTask, scale: float = 0.01, seed: int = 0) -> nn.Module:
+    """A bias-free one-layer linear model, PyTorch's default init scaled by `scale`: the theory's
+    regime (no bias, small initial weights), unlike the official runs (biases, default init)."""
+    torch.manual_seed(seed)
+    m = mlp(task.dim, depth=1, bias=False)
+    with torch.no_grad():
+        m[0].weight.mul_(scale)
+    return m
+
+
+def one_layer_run(task: SimTask, lr: float, batch: int, epochs: int, record_every: int = 10, seed: int = 0,
+                  scale: float = 0.01) -> dict:
+    """SGD on the task from `small_init_one_layer`, and the closed form (Theorem 4.1) from the same
+    initial weights at the same steps: `train_sgd`'s dict plus `theory` (T × s)."""
+    model = small_init_one_layer(task, scale, seed)
+    r = rotation(task)
+    w0 = (r @ model[0].weight.detach() @ r.T).numpy()
+    res = train_sgd(model, task, lr=lr, batch=batch, epochs=epochs, record_every=record_every, seed=seed)
+    res["theory"] = one_layer_theory(task, w0, res["steps"], lr)
+    return res
+
+
+def reach_step(steps, values, target: float, frac: float = 0.9) -> float:
+    """The first recorded step where `values` reach `frac` of `target`; NEVER (+inf) if they never do."""
+    hit = np.flatnonzero(np.asarray(values) >= frac * target)
+    return float(np.asarray(steps)[hit[0]]) if len(hit) else NEVER
+
+
+def one_layer_summary(task: SimTask, res: dict, lr: float, frac: float = 0.9) -> dict:
+    """One setting's row: signals a_p, steps to `frac` of each target in SGD and in the closed form,
+    the formula's T_k (zero init), and the closed form's largest deviation from SGD (absolute and as
+    a fraction of ‖x̂‖)."""
+    a = signal(task)
+    formula = learning_time_theory(task, lr, eps=1 - frac)
+    row = {"a1": a[0], "a2": a[1]}
+    for k in range(task.concepts):
+        row[f"T{k + 1} SGD"] = reach_step(res["steps"], res["outputs"][:, k], task.mu[k], frac)
+        row[f"T{k + 1} closed form"] = reach_step(res["steps"], res["theory"][:, k], task.mu[k], frac)
+        row[f"T{k + 1} formula"] = float(formula[k])
+    dev = float(np.abs(res["theory"] - res["outputs"]).max())
+    row.update(deviation=dev, relative_deviation=dev / float(np.linalg.norm(task.mu)))
+    return row
+
+
+def order_follows_signal(order: pd.DataFrame, tie_tol: float = 0.05) -> pd.Series:
+    """Per setting (rows with a1, a2, T1 SGD, T2 SGD): is the concept with the larger a_p learned
+    first? Equal a_p (μ₁ = μ₂ and equal variances): both within `tie_tol` of each other. A setting
+    where neither concept is reached counts as not following (it tells nothing in favour)."""
+    out = []
+    for _, r in order.iterrows():
+        t1, t2 = r["T1 SGD"], r["T2 SGD"]
+        if not (np.isfinite(t1) or np.isfinite(t2)):
+            out.append(False)
+        elif np.isclose(r["a1"], r["a2"]):
+            out.append(bool(np.isfinite(t1) and np.isfinite(t2) and abs(t1 - t2) <= tie_tol * max(t1, t2)))
+        else:
+            out.append(bool((t1 < t2) == (r["a1"] > r["a2"])))
+    return pd.Series(out, index=order.index, dtype=bool)
+
+
+def flip_variance(order: pd.DataFrame, x: str = "value") -> float | None:
+    """The Var₁ at which the simulated order flips (T2 − T1 changes sign, interpolated linearly between
+    grid points; the interval's midpoint when one side is never reached); None if it never flips."""
+    from .dynamics import flip_point
+    o = order.sort_values(x)
+    return flip_point(o[x].values, o["T1 SGD"].values, o["T2 SGD"].values)
+
+
+def flip_variance_theory(mu, var2: float, clusters: int) -> float:
+    """Var₁ where a₁ = a₂: μ₂²/K + Var₂ − μ₁²/K."""
+    return (mu[1] ** 2 - mu[0] ** 2) / clusters + var2
+
+
+def padded_signal(task: SimTask) -> np.ndarray:
+    """a_p for the s concept axes, then 0 for the d − s axes without signal (length `dim`)."""
+    return np.concatenate([signal(task), np.zeros(task.dim - task.concepts)])
+
+
+def paper_init(dim: int, scale: float, seed: int) -> np.ndarray:
+    """W(0) = UUᵀ with U (d × d) uniform in [0, scale), drawn as the official figure code does:
+    torch's global generator seeded with `seed`, then torch.rand(d, d) · scale (float32)."""
+    u = torch.rand(dim, dim, generator=torch.Generator().manual_seed(seed)) * scale
+    return (u @ u.T).double().numpy()
+
+
+def w_recurrence(a: np.ndarray, w0: np.ndarray, eta: float, iterations: int, squared: bool = False) -> np.ndarray:
+    """The paper's discrete update W ← W + η V(W) (Fig. 5, Appendix D), returning W after each of the
+    `iterations` updates (iterations × d × d), as the official figure code records it. `squared` uses
+    A∘A in V as that code does; the paper's Eq. 4.3 has A."""
+    w, out = np.array(w0, dtype=float), []
+    with np.errstate(over="ignore", invalid="ignore"):  # a diverging run (it can leave the PSD cone) ends in inf/NaN
+        for _ in range(iterations):
+            w = w + eta * symmetric_field(w, a, squared)
+            out.append(w)
+    return np.array(out)
+
+
+def train_loss_path(ws: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """The population training loss ½‖(W − I)A^½‖²_F along a path of W (T × d × d)."""
+    eye = np.eye(ws.shape[-1])
+    with np.errstate(over="ignore", invalid="ignore"):
+        return 0.5 * (((ws - eye) ** 2) * np.asarray(a)[None, None, :]).sum(axis=(1, 2))
+
+
+def swing_by(test_loss: np.ndarray, train_loss: np.ndarray, min_height: float = 1e-3, rtol: float = 1e-9) -> dict:
+    """Is there a swing-by? The held-out test loss rises (by ≥ `min_height`, `bumps`) while the training
+    loss does not rise anywhere (monotone, up to `rtol` of its start): the effect of the paper's §4.2.
+    A path that diverges (a loss not finite) is no swing-by."""
+    test, train = np.asarray(test_loss, dtype=float), np.asarray(train_loss, dtype=float)
+    diverged = not (np.isfinite(test).all() and np.isfinite(train).all())
+    rises = [] if diverged else bumps(test, min_height)
+    monotone = not diverged and bool((np.diff(train) <= rtol * max(abs(float(train[0])), 1.0)).all())
+    return {"bump": max(rises) if rises else 0.0, "rises": len(rises), "train_monotone": monotone,
+            "diverged": diverged, "swing": bool(rises) and monotone}
+
+
+def swing_over_seeds(task: SimTask, init: float, eta: float, iterations: int, seeds, squared: bool = False,
+                     min_height: float = 1e-3, ode: bool = False, points: int = 2000) -> pd.DataFrame:
+    """`swing_by` of the two-layer dynamics for each initialization seed (W(0) from `paper_init`): one row
+    per seed with its bump height, number of rises, whether the training loss stayed monotone, whether
+    the path diverged, and swing. `ode`: integrate Ẇ = V(W) over the same time η·iterations
+    (`two_layer_theory`, which stays in the PSD cone) instead of the discrete recurrence."""
+    a = padded_signal(task)
+    mu = np.concatenate([task.mu, np.zeros(task.dim - task.concepts)])
+    rows = []
+    for seed in seeds:
+        w0 = paper_init(task.dim, init, seed)
+        ws = (two_layer_theory(a, w0, np.linspace(0, eta * iterations, points), squared) if ode else
+              w_recurrence(a, w0, eta, iterations, squared))
+        rows.append({"seed": seed, **swing_by(test_loss_path(ws, mu), train_loss_path(ws, a), min_height)})
+    return pd.DataFrame(rows)
+
+
+def sgd_swing_over_seeds(task: SimTask, depth: int, width: int, lr: float, batch: int, epochs: int, seeds,
+                         min_height: float = 0.05, record_every: int = 20) -> pd.DataFrame:
+    """Deep linear SGD (biases, PyTorch's default init: the official runs) per seed: the largest rise of
+    the test loss ½‖f(x̂) − x̂‖² (≥ `min_height` counts), the number of rises, and the final loss."""
+    rows = []
+    for seed in seeds:
+        torch.manual_seed(1000 + seed)
+        res = train_sgd(mlp(task.dim, depth=depth, width=width), task, lr=lr, batch=batch, epochs=epochs,
+                        record_every=record_every, seed=seed)
+        rises = bumps(res["test_loss"], min_height)
+        rows.append({"seed": seed, "bump": max(rises) if rises else 0.0, "rises": len(rises),
+                     "final loss": float(res["test_loss"][-1])})
+    return pd.DataFrame(rows)
+
+
+def closed_form_grid(mu1s, var1s, mu2: float, var2: float, dim: int, lr: float, steps) -> pd.DataFrame:
+    """The closed-form path of f(x̂) from zero initial weights, as fractions of each target, for every
+    (μ₁, Var₁) on a grid: rows mu1, var1, step, f1, f2, a1, a2."""
+    rows = []
+    for mu1 in mu1s:
+        for v1 in var1s:
+            task = SimTask(mu=(mu1, mu2), var=(v1, var2), dim=dim)
+            out = one_layer_theory(task, np.zeros((2, 2)), steps, lr)
+            a = signal(task)
+            rows += [{"mu1": mu1, "var1": v1, "step": s, "f1": x / mu1, "f2": y / mu2, "a1": a[0], "a2": a[1]}
+                     for s, (x, y) in zip(steps, out)]
+    return pd.DataFrame(rows)
+
+
+def pixel_signal(data_cfg, delta_colors, concepts=("color", "size")) -> pd.DataFrame:
+    """SIM's a_p = μ_p²/K + Var_p measured on the book's images (K = 3 training classes), per Δc:
+    μ_p the distance between the two cluster means, Var_p the within-class variance along it
+    (`data.concept_statistics`), and the concept SIM predicts is learned first."""
+    import dataclasses
+
+    from . import data as data_
+    rows = []
+    for dc in delta_colors:
+        d = dataclasses.replace(data_cfg, delta_color=dc, held_out=((1, 1),), concepts=tuple(concepts))
+        st = {c: data_.concept_statistics(d, c) for c in concepts}
+        a = {c: st[c]["distance"] ** 2 / 3 + st[c]["variance"] for c in concepts}
+        rows.append({"Δc": dc, **{f"a {c}": a[c] for c in concepts}, "SIM predicts first": max(a, key=a.get)})
+    return pd.DataFrame(rows)
