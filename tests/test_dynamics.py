@@ -154,3 +154,25 @@ def test_learning_order_ranks_a_class_never_learned_last_instead_of_dropping_it(
     # b: learned fast in one run, never in the other; its median is not its one fast run
     assert np.isinf(order["b"]) and np.isinf(order["c"])
     assert dynamics.learning_order(times[np.isfinite(times.learned_step)]).index[0] == "b"  # what dropping would claim
+
+
+def test_turn_table_reads_heading_and_memorization_per_run():
+    steps = np.arange(0, 1100, 100)
+    rows = []
+    for run, dc in (("a", 0.2), ("b", 0.8)):
+        # a: heads for small-red (0, 1) then turns to blue; b: stays at the start (no turn)
+        for s in steps:
+            f = s / 1000
+            pc, ps = ((0.05, f * 1.8) if f <= 0.5 else ((f - 0.5) * 1.8, 0.9)) if run == "a" else (0.3, 0.3)
+            for name, tc, ts in (("small-blue", 1, 1), ("large-red", 0, 0), ("small-red", 0, 1), ("large-blue", 1, 0)):
+                p = (pc, ps) if name == "small-blue" else (tc, ts)
+                rows.append({"run": run, "delta_color": dc, "delta_size": 0.4, "seed": 0, "prompt": name, "step": s,
+                             "p_color": p[0], "p_size": p[1], "target_color": tc, "target_size": ts,
+                             "joint": p[0] * p[1], "acc_color": p[0], "acc_size": p[1]})
+    signal = {0.2: {"color": 0.01, "size": 0.05}, 0.8: {"color": 0.2, "size": 0.05}}
+    t = dynamics.turn_table(pd.DataFrame(rows), "small-blue", ["large-red", "small-red", "large-blue"],
+                            ("color", "size"), signal, sigma=0).set_index("run")
+    assert pd.notna(t.loc["a", "turn_step"]) and t.loc["a", "heading_name"] == "small-red"
+    assert t.loc["a", "expected"] == "small-red"            # size has the stronger signal: memorization holds
+    assert pd.isna(t.loc["b", "turn_step"]) and t.loc["b", "expected"] == "large-blue"
+    assert t.loc["b", "learned_step"] == dynamics.NEVER      # never generated: the one encoding

@@ -23,7 +23,7 @@ import yaml
 
 from .config import experiment, profile_names
 from .paper import CLAIMS
-from .results import count, read_all, results_dir, verdict, versions
+from .results import count, read_all, results_dir, show, verdict, versions
 from .store import REPO_ROOT
 
 STAGE = REPO_ROOT / "_build" / "stage"
@@ -160,8 +160,8 @@ def scorecard_rows(results: list[dict], executable: list[str]) -> list[dict]:
     for cid, claim in CLAIMS.items():
         found = by_claim.get(cid, [])
         for res, f in found:
-            rows.append({"claim": cid, "chapter": res["chapter"], "text": claim.claim, "paper": _cell(f["paper"]),
-                         "source": f"{claim.source} ({claim.provenance})", "measured": _cell(f["measured"]),
+            rows.append({"claim": cid, "chapter": res["chapter"], "text": claim.claim, "paper": show(f["paper"]),
+                         "source": f"{claim.source} ({claim.provenance})", "measured": show(f["measured"]),
                          "finding": f["name"] + (f" ({f['variant']})" if f.get("variant") else ""),
                          "verdict": verdict(f["holds"]), "profile": res["profile"],
                          "seeds": ", ".join(f.get("seeds") or {}) or "—"})
@@ -172,18 +172,6 @@ def scorecard_rows(results: list[dict], executable: list[str]) -> list[dict]:
                          "source": f"{claim.source} ({claim.provenance})", "measured": "—", "finding": "—",
                          "verdict": status, "profile": "—", "seeds": "—"})
     return rows
-
-
-def _cell(value) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, float):
-        return f"{value:.3g}"
-    if isinstance(value, dict):
-        return ", ".join(f"{k}: {_cell(v)}" for k, v in value.items())
-    if isinstance(value, list):
-        return ", ".join(_cell(v) for v in value)
-    return str(value)
 
 
 def scorecard_page(stage: Path, root: Path = REPO_ROOT) -> None:

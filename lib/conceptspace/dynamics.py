@@ -232,3 +232,31 @@ def soft_accuracy(p, target) -> np.ndarray:
     """The paper's soft accuracy (spec §3.3): sigmoid(0.1 / |target − p|); 0.8 ⇔ |target − p| < 0.072."""
     gap = np.abs(np.asarray(target, dtype=float) - np.asarray(p, dtype=float))
     return 1 / (1 + np.exp(-0.1 / np.maximum(gap, 1e-9)))
+
+
+CORNER = {"color": (1, 0), "size": (0, 1)}  # the training class sharing that concept with small-blue
+CORNER_NAME = {(1, 0): "large-blue", (0, 1): "small-red", (1, 1): "small-blue", (0, 0): "large-red"}
+
+
+def turn_table(cs: pd.DataFrame, held_out: str, train_prompts, concepts, signal: dict, sigma: float = 1.0,
+               min_angle: float = 45.0) -> pd.DataFrame:
+    """Per run of a two-concept sweep (chapter 3): the held-out trajectory's turn and heading, the
+    heading concept memorization predicts (the training class sharing the concept with the stronger
+    pixel signal, `signal[Δc][concept]`), the concept the run learned first, training saturation and
+    the step the held-out class is generated (joint ≥ 0.8). Never: NEVER; no turn: None."""
+    rows = []
+    for (run_id, dc, ds, seed), df in cs.groupby(["run", "delta_color", "delta_size", "seed"]):
+        ho = df[df.prompt == held_out].sort_values("step")
+        turn = detect_turn(ho.step, ho[["p_color", "p_size"]].values, sigma=sigma, min_angle=min_angle)
+        stronger = max(concepts, key=signal[dc].get)
+        t = {k: learning_time(ho.step, ho[f"acc_{k}"], 0.9).step for k in concepts}
+        first = min(concepts, key=t.get) if len(set(t.values())) > 1 else None
+        rows.append({"run": run_id, "delta_color": dc, "delta_size": ds, "seed": seed, "turn_step": turn.step,
+                     "angle": turn.angle, "heading": turn.heading, "fit_gain": turn.fit_gain,
+                     "saturation_step": training_saturation(df, train_prompts, concepts, 0.01).step,
+                     "learned_step": first_above(ho.step, ho.joint, 0.8).step, "stronger_signal": stronger,
+                     "heading_expected": CORNER[stronger], "learned_first": first,
+                     "heading_by_order": CORNER.get(first)})
+    turns = pd.DataFrame(rows)
+    return turns.assign(heading_name=[CORNER_NAME.get(h, "—") for h in turns.heading],
+                        expected=[CORNER_NAME[h] for h in turns.heading_expected])

@@ -200,3 +200,9 @@ def concept_space(samples: pd.DataFrame, concepts) -> pd.DataFrame:
     agg = df.groupby(keys, as_index=False)[[f"p_{c}" for c in concepts] + hits + probs + ["joint"]].mean()
     agg["prod"] = agg[probs].prod(axis=1)
     return agg.drop(columns=probs)
+
+
+def image_source(run: Run, ev: EvalConfig, probe: ConceptProbe, prompts, keep: int = 4):
+    """`(step, prompt name) -> kept samples`: the callback a checkpoint scrubber asks for images."""
+    by_name = {p.name: p for p in prompts}
+    return lambda step, name: stored_images(run, ev, probe, step, by_name[name])[:keep]

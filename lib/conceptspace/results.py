@@ -127,27 +127,28 @@ def read_all() -> list[dict]:
 def findings_table(findings: list[Finding]) -> pd.DataFrame:
     """The table each chapter shows at its top: judged findings first, then reported ones."""
     rows = [{"claim": f.claim or "book", "finding": f.name + (f" ({f.variant})" if f.variant else ""),
-             "measured": _show(f.measured), "per seed": _seeds(f.seeds), "paper": _show(f.paper), "rule": f.rule,
+             "measured": show(f.measured), "per seed": _seeds(f.seeds), "paper": show(f.paper), "rule": f.rule,
              "verdict": verdict(f.holds)} for f in sorted(findings, key=lambda f: f.holds is None)]
     return pd.DataFrame(rows)
 
 
-def _show(value) -> str:
+def show(value) -> str:
+    """A value as the findings tables and the scorecard print it."""
     if value is None:
         return "—"
     if isinstance(value, float):
         return f"{value:.3g}"
     if isinstance(value, dict):
-        return ", ".join(f"{k}: {_show(v)}" for k, v in value.items())
+        return ", ".join(f"{k}: {show(v)}" for k, v in value.items())
     if isinstance(value, list):
-        return ", ".join(_show(v) for v in value)
+        return ", ".join(show(v) for v in value)
     return str(value)
 
 
 def _seeds(seeds: dict | None) -> str:
     if not seeds:
         return "—"
-    return ", ".join(f"{k}: {_show(v)}" for k, v in seeds.items())
+    return ", ".join(f"{k}: {show(v)}" for k, v in seeds.items())
 
 
 def summary_line(findings) -> str:
@@ -169,8 +170,8 @@ def paper_vs_book(findings: list[Finding], ex: Experiment) -> pd.DataFrame:
         if f.in_steps and not paper_.is_paper_scale(ex):
             caveat = (f"step counts: our {paper_.scale(ex)} vs the paper's 32 px VDM runs; compare order and shape, "
                       "not the numbers")
-        rows.append({"claim": f.claim, "paper": _show(f.paper), "source": f"{c.source} ({c.provenance})",
-                     "this book": _show(f.measured), "per seed": _seeds(f.seeds), "verdict": verdict(f.holds),
+        rows.append({"claim": f.claim, "paper": show(f.paper), "source": f"{c.source} ({c.provenance})",
+                     "this book": show(f.measured), "per seed": _seeds(f.seeds), "verdict": verdict(f.holds),
                      "profile · recipe": paper_.scale(ex), "note": caveat or f.variant})
     return pd.DataFrame(rows)
 
@@ -196,7 +197,7 @@ def glue_values(**values) -> None:
     from myst_nb import glue
 
     for name, value in values.items():
-        glue(name, Markdown(_show(_plain(value))), display=False)
+        glue(name, Markdown(show(_plain(value))), display=False)
 
 
 def publish(chapter: str, ex: Experiment | None, findings: list[Finding], started: float, device: str,

@@ -1,0 +1,49 @@
+"""Chapter 4's rules on hand-made emergence tables: the strict hidden-capability rule holds where an
+intervention emerges well before naive prompting at the turn, and fails where one seed is late, where
+naive prompting comes first, or where no intervention emerges at a Δc."""
+import numpy as np
+import pandas as pd
+
+from conceptspace import capability
+
+
+def emergence(rows):
+    """(Δc, seed, turn, over-prompt step, naive step) -> the emergence table chapter 4 builds."""
+    out = []
+    for dc, seed, turn, over, naive in rows:
+        run = f"r{dc}-{seed}"
+        for method, step in (("over-prompt", over), ("latent", np.nan), ("naive", naive)):
+            out.append({"run": run, "delta_color": dc, "seed": seed, "method": method, "emergence": step,
+                        "turn": turn, "saturation": turn, "last_step": 4000})
+    return pd.DataFrame(out)
+
+
+# the cpu profile's Δc 0.3 runs measured in an earlier build: turn, over-prompting, naive (never: NaN)
+MEASURED = [(0.3, 0, 1976, 1528, 3046), (0.3, 1, 1325, 1137, 3046), (0.3, 2, 1528, 1528, np.nan)]
+
+
+def test_the_strict_rule_holds_in_every_seed_of_the_measured_runs():
+    em = emergence(MEASURED)
+    by = capability.by_delta_color(capability.ratio_table(em), em)
+    assert by["fraction of seeds"].tolist() == [1.0] and by["best method"].tolist() == ["over-prompt"]
+    assert all(capability.earlier_than_naive(em).values())
+
+
+def test_the_strict_rule_fails_when_one_seed_emerges_late_or_after_naive():
+    late = MEASURED[:2] + [(0.3, 2, 1528, 3000, np.nan)]          # 3000 is ≈ 2× the turn
+    by = capability.by_delta_color(capability.ratio_table(emergence(late)), emergence(late))
+    assert by["fraction of seeds"].iloc[0] == 2 / 3
+    naive_first = MEASURED[:2] + [(0.3, 2, 1528, 1528, 1400)]
+    em = emergence(naive_first)
+    assert capability.by_delta_color(capability.ratio_table(em), em)["fraction of seeds"].iloc[0] == 2 / 3
+    assert not all(capability.earlier_than_naive(em).values())
+
+
+def test_a_delta_color_where_nothing_emerges_counts_as_zero():
+    em = emergence(MEASURED + [(0.2, 0, 1500, np.nan, np.nan)])
+    by = capability.by_delta_color(capability.ratio_table(em), em).set_index("delta_color")
+    assert by.loc[0.2, "fraction of seeds"] == 0 and by.loc[0.3, "fraction of seeds"] == 1
+
+
+def test_near_is_within_thirty_percent_and_never_without_a_marker():
+    assert capability.near(1300, 1000) and not capability.near(1301, 1000) and not capability.near(1000, np.nan)
