@@ -2,6 +2,7 @@
 intervention emerges well before naive prompting at the turn, and fails where one seed is late, where
 naive prompting comes first, or where no intervention emerges at a Δc."""
 import numpy as np
+import pytest
 import pandas as pd
 
 from conceptspace import capability
@@ -47,3 +48,11 @@ def test_a_delta_color_where_nothing_emerges_counts_as_zero():
 
 def test_near_is_within_thirty_percent_and_never_without_a_marker():
     assert capability.near(1300, 1000) and not capability.near(1301, 1000) and not capability.near(1000, np.nan)
+
+
+def test_latent_edit_with_over_prompting_and_when_it_never_emerges():
+    em = emergence(MEASURED)
+    em.loc[em.method == "latent", "emergence"] = [1600, 2757, np.nan]
+    ratio = capability.latent_vs_overprompt(em)
+    assert ratio["Δc 0.3 seed 0"] == pytest.approx(1600 / 1528)
+    assert ratio["Δc 0.3 seed 1"] > 1.3 and np.isnan(ratio["Δc 0.3 seed 2"])  # late and never: the rule fails

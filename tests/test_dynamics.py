@@ -176,3 +176,20 @@ def test_turn_table_reads_heading_and_memorization_per_run():
     assert t.loc["a", "expected"] == "small-red"            # size has the stronger signal: memorization holds
     assert pd.isna(t.loc["b", "turn_step"]) and t.loc["b", "expected"] == "large-blue"
     assert t.loc["b", "learned_step"] == dynamics.NEVER      # never generated: the one encoding
+
+
+def test_error_rise_sees_an_early_swing_and_not_a_fall_or_a_late_bump():
+    steps = np.arange(10)
+    assert dynamics.error_rise(steps, [1.0, 0.6, 0.8, 0.5, 0.3, 0.2, 0.1, 0.1, 0.1, 0.1]) == pytest.approx(0.2)
+    assert dynamics.error_rise(steps, np.linspace(1, 0, 10)) == 0.0
+    assert dynamics.error_rise(steps, [1, .9, .8, .7, .6, .5, .4, .9, .1, 0]) == 0.0  # the bump is late
+
+
+def test_speed_r2_tells_time_from_signal():
+    rows = []
+    for run, dc in (("a", 0.2), ("b", 0.8)):
+        for s in (100, 200, 400, 800, 1600, 3200):
+            x = 0.3 * np.log(s)  # the same path in every run: speed depends on time only
+            rows.append({"run": run, "delta_color": dc, "prompt": "small-blue", "step": s, "p_color": x, "p_size": x})
+    r2 = dynamics.speed_r2(pd.DataFrame(rows), "small-blue", sigma=0)
+    assert r2["log step"] > 0.9 and r2["Δc"] < 0.1

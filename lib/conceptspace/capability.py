@@ -164,3 +164,17 @@ def guidance_table(emergence: pd.DataFrame, curves: pd.DataFrame, ratio: float =
                      "peak naive": float(peak[run_id, "naive (guidance run)"]),
                      "removes delay": bool(not pd.isna(ge) and ratio * ge <= bound)})
     return pd.DataFrame(rows, columns=["seed", "guidance", "naive", "peak guidance", "peak naive", "removes delay"])
+
+
+def latent_vs_overprompt(emergence: pd.DataFrame) -> dict:
+    """Per probed run: the latent edit's emergence over over-prompting's (NaN where either never emerges)."""
+    w = emergence[emergence.method.isin(["over-prompt", "latent"])].pivot_table(
+        index=["delta_color", "seed"], columns="method", values="emergence", aggfunc="first", dropna=False)
+    return {f"Δc {dc:g} seed {sd}": float(r.get("latent", np.nan) / r.get("over-prompt", np.nan))
+            for (dc, sd), r in w.iterrows()}
+
+
+def final_capability(curves: pd.DataFrame, methods=("over-prompt", "naive")) -> dict:
+    """Median over probed runs of each method's capability at the run's last checkpoint."""
+    last = curves[curves.step == curves.groupby("run").step.transform("max")]
+    return {m: float(last[last.method == m].capability.median()) for m in methods}

@@ -260,3 +260,41 @@ def turn_table(cs: pd.DataFrame, held_out: str, train_prompts, concepts, signal:
     turns = pd.DataFrame(rows)
     return turns.assign(heading_name=[CORNER_NAME.get(h, "—") for h in turns.heading],
                         expected=[CORNER_NAME[h] for h in turns.heading_expected])
+
+
+def speed_r2(cs: pd.DataFrame, prompt: str, sigma: float = 1.0) -> dict:
+    """How much of the log speed |dC/dt| of `prompt`'s trajectory training time explains, against the
+    color signal (the paper's appendix: R² 0.79 on log step, 0.01 on Δc). R² of a least-squares line."""
+    rows = []
+    for _, df in cs[cs.prompt == prompt].groupby("run"):
+        df = df.sort_values("step")
+        v = speed_along(df.step, df[["p_color", "p_size"]].values, sigma=sigma)
+        rows += [(s, dc, x) for s, dc, x in zip(df.step, df.delta_color, v) if s > 0 and x > 0]
+    if len(rows) < 3:
+        return {"log step": float("nan"), "Δc": float("nan")}
+    step, dc, speed = (np.asarray(c, dtype=float) for c in zip(*rows))
+    return {"log step": _r2(np.log(step), np.log(speed)), "Δc": _r2(dc, np.log(speed))}
+
+
+def _r2(x, y) -> float:
+    return float(stats.pearsonr(x, y).statistic ** 2) if np.ptp(x) > 0 and np.ptp(y) > 0 else 0.0
+
+
+def error_rise(steps, error, early: float = 0.5) -> float:
+    """The largest rise of a concept-space error above its running minimum within the first `early`
+    fraction of training (SIM's non-monotone swing-by; Yang et al. 2024, Fig. 6); 0 if it only falls."""
+    steps, error = np.asarray(steps, dtype=float), np.asarray(error, dtype=float)
+    e = error[steps <= steps.min() + early * (steps.max() - steps.min())]
+    return float(np.max(e - np.minimum.accumulate(e))) if len(e) else 0.0
+
+
+def error_rises(cs: pd.DataFrame, prompt: str, corner=(1, 1), sigma: float = 1.0) -> pd.DataFrame:
+    """Per run: the held-out class's early error rise, its error being the squared distance of its
+    smoothed point to its corner in concept space."""
+    rows = []
+    for (run_id, dc, seed), df in cs[cs.prompt == prompt].groupby(["run", "delta_color", "seed"]):
+        df = df.sort_values("step")
+        p = smooth(df[["p_color", "p_size"]].values, sigma)
+        rows.append({"run": run_id, "delta_color": dc, "seed": seed,
+                     "rise": error_rise(df.step, ((p - np.asarray(corner)) ** 2).sum(axis=1))})
+    return pd.DataFrame(rows)

@@ -9,7 +9,6 @@ repository's figures, ±5-10 %), **computed** (computed from the official code's
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 from .config import Experiment, to_dict
@@ -225,6 +224,3 @@ def is_paper_scale(ex: Experiment) -> bool:
     r = ex.run
     return recipe(ex) == PAPER_RECIPE_NAME and r.data.resolution == 32 and r.data.nuisance == 1.0
 
-
-def claim_fields(claim_id: str) -> dict:
-    return dataclasses.asdict(CLAIMS[claim_id])
