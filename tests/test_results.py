@@ -68,3 +68,9 @@ def test_every_claim_names_a_source_and_a_known_provenance():
         assert c.source.startswith(("Park et al. 2024", "Yang et al. 2024")), c.id
         assert set(c.provenance.replace(" (secondary summaries)", "").split(", ")) <= {
             "paper", "code", "fig", "computed", "inferred"}, c.id
+
+
+def test_never_reads_as_never_and_unmeasured_as_missing():
+    f = results.reported("t", "HC6", "a step", float("inf"), seeds={0: float("nan"), 1: 1234.0})
+    assert f.measured == "never" and f.seeds == {"0": None, "1": 1234.0}
+    assert [results.step_text(v) for v in (float("inf"), float("nan"), None, 1234.0)] == ["never", "—", "—", "1,234"]

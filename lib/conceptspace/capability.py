@@ -2,9 +2,9 @@
 they are asked, when each prompting method's capability emerges, and how that compares with naive
 prompting and with the turn.
 
-Pure functions of concept-space tables, apart from the run lists and the explorer's sampler. In the
-emergence table a method that never emerges has NaN (this table's encoding until chapter 4's
-remaining analysis moves here). Used by: chapter 4.
+Pure functions of concept-space tables, apart from the run lists and the explorer's sampler. A method
+that never emerges, or a run that never saturates, has `dynamics.NEVER`; a run without a turn (and a
+guided run, which has neither turn nor saturation) has NaN. Used by: chapter 4.
 """
 from __future__ import annotations
 
@@ -48,8 +48,9 @@ def guidance_prompts(cfg: RunConfig, cap) -> list:
 
 def emergence_table(curves: pd.DataFrame, table: pd.DataFrame, guided_runs, held_out: str, train_names,
                     concepts, threshold: float) -> pd.DataFrame:
-    """Per run and method: the emergence step (NaN if never), the run's turn (chapter 3's detector on
-    the naive trajectory) and training saturation; guided runs have neither turn nor saturation."""
+    """Per run and method: the emergence step (NEVER if never), the run's turn (chapter 3's detector on
+    the naive trajectory; NaN if none) and training saturation (NEVER if never); guided runs have NaN
+    for both."""
     rows = []
     for (run_id, dc, seed), c in curves.groupby(["run", "delta_color", "seed"]):
         guided = run_id in set(guided_runs)
@@ -62,14 +63,14 @@ def emergence_table(curves: pd.DataFrame, table: pd.DataFrame, guided_runs, held
             cm = cm.sort_values("step")
             e = dynamics.emergence_time(cm.step, cm.capability, threshold)
             rows.append({"run": run_id, "delta_color": dc, "seed": seed, "method": method,
-                         "emergence": np.nan if e.censored else e.step, "turn": np.nan if turn is None else turn,
-                         "saturation": np.nan if np.isinf(sat) else sat, "last_step": int(cm.step.max())})
+                         "emergence": e.step, "turn": np.nan if turn is None else turn,
+                         "saturation": sat, "last_step": int(cm.step.max())})
     return pd.DataFrame(rows)
 
 
 def near(step: float, mark: float) -> bool:
-    """Within ±30 % of a marker step (never, where there is no marker)."""
-    return bool((not pd.isna(mark)) and abs(step - mark) <= NEAR * mark)
+    """Within ±30 % of a marker step (never, where there is no marker or it never came)."""
+    return bool(np.isfinite(mark) and abs(step - mark) <= NEAR * mark)
 
 
 def ratio_table(emergence: pd.DataFrame) -> pd.DataFrame:
@@ -82,13 +83,13 @@ def ratio_table(emergence: pd.DataFrame) -> pd.DataFrame:
             continue
         naive, last = g.loc["naive", "emergence"], g.loc["naive", "last_step"]
         for method in ("over-prompt", "latent"):
-            if method not in g.index or pd.isna(g.loc[method, "emergence"]):
+            if method not in g.index or not np.isfinite(g.loc[method, "emergence"]):
                 continue
             m = float(g.loc[method, "emergence"])
-            n = float(naive) if not pd.isna(naive) else float(last)
+            n = float(naive) if np.isfinite(naive) else float(last)
             turn, sat = g.loc[method, "turn"], g.loc[method, "saturation"]
             out.append({"delta_color": dc, "seed": seed, "method": method, "method step": m, "naive step": n,
-                        "naive censored": bool(pd.isna(naive)), "ratio": n / m, "turn": turn,
+                        "naive censored": not np.isfinite(naive), "ratio": n / m, "turn": turn,
                         "within 30% of turn": near(m, turn), "saturation": sat,
                         "within 30% of saturation": near(m, sat)})
     return pd.DataFrame(out)
@@ -130,13 +131,13 @@ def by_delta_color(ratios: pd.DataFrame, emergence: pd.DataFrame, ratio: float =
 
 
 def earlier_than_naive(emergence: pd.DataFrame) -> dict:
-    """Per probed run: does an intervention emerge before naive prompting (naive never counts as later)?"""
+    """Per probed run: does an intervention emerge before naive prompting (never is after every step)?"""
     out = {}
     for run_id, g in emergence[emergence.method.isin(["naive", "over-prompt", "latent"])].groupby("run"):
         g = g.set_index("method")
-        naive = g.loc["naive", "emergence"] if "naive" in g.index else np.nan
+        naive = g.loc["naive", "emergence"] if "naive" in g.index else dynamics.NEVER
         first = g.drop(index="naive", errors="ignore").emergence.min()
-        out[run_id] = bool(not pd.isna(first) and (pd.isna(naive) or first < naive))
+        out[run_id] = bool(np.isfinite(first) and first < naive)
     return out
 
 
@@ -150,6 +151,23 @@ def per_run(ratios: pd.DataFrame, ratio: float = 1.5) -> pd.DataFrame:
         turn=("turn", "first"), saturation=("saturation", "first"))
 
 
+def onset_ratio(runs: pd.DataFrame, marker: str) -> pd.Series:
+    """Per (Δc, seed) of `per_run`: the first intervention's onset over the `marker` step ("turn" or
+    "saturation"); runs without the marker (no turn, never saturated) are left out."""
+    mark = runs[marker].astype(float)
+    has = np.isfinite(mark)
+    return runs["first"][has].astype(float) / mark[has]
+
+
+def regime_rule(by_dc: pd.DataFrame, regime, column: str = "fraction of seeds", min_fraction: float = 1.0,
+                inside: bool = True) -> dict:
+    """HC8 at the paper's strength: `column` ≥ `min_fraction` at every probed Δc inside the paper's
+    regime (`regime` = (lo, hi); or outside it, `inside=False`). Fails where no Δc was probed there."""
+    at = by_dc[by_dc.delta_color.between(*regime) == inside] if len(by_dc) else by_dc
+    values = dict(zip(at.delta_color, at[column])) if len(at) else {}
+    return {"values": values, "holds": bool(values) and all(v >= min_fraction for v in values.values())}
+
+
 def guidance_table(emergence: pd.DataFrame, curves: pd.DataFrame, ratio: float = 1.5) -> pd.DataFrame:
     """Per guided run: guidance and naive emergence and peaks; guidance removes the delay where it emerges
     ≥ `ratio`× before naive prompting (naive never: the run's last step, a lower bound)."""
@@ -158,16 +176,17 @@ def guidance_table(emergence: pd.DataFrame, curves: pd.DataFrame, ratio: float =
     for run_id in emergence[emergence.method == "guidance"].run.unique():
         g = emergence[emergence.run == run_id].set_index("method")
         ge, ne = g.loc["guidance", "emergence"], g.loc["naive (guidance run)", "emergence"]
-        bound = g.loc["naive (guidance run)", "last_step"] if pd.isna(ne) else ne
+        bound = ne if np.isfinite(ne) else g.loc["naive (guidance run)", "last_step"]
         rows.append({"seed": int(g.loc["guidance", "seed"]), "guidance": ge, "naive": ne,
                      "peak guidance": float(peak[run_id, "guidance"]),
                      "peak naive": float(peak[run_id, "naive (guidance run)"]),
-                     "removes delay": bool(not pd.isna(ge) and ratio * ge <= bound)})
+                     "removes delay": bool(np.isfinite(ge) and ratio * ge <= bound)})
     return pd.DataFrame(rows, columns=["seed", "guidance", "naive", "peak guidance", "peak naive", "removes delay"])
 
 
 def latent_vs_overprompt(emergence: pd.DataFrame) -> dict:
-    """Per probed run: the latent edit's emergence over over-prompting's (NaN where either never emerges)."""
+    """Per probed run: the latent edit's emergence over over-prompting's: +inf where only the latent
+    edit never emerges, 0 where only over-prompting never does, NaN where neither does."""
     w = emergence[emergence.method.isin(["over-prompt", "latent"])].pivot_table(
         index=["delta_color", "seed"], columns="method", values="emergence", aggfunc="first", dropna=False)
     return {f"Δc {dc:g} seed {sd}": float(r.get("latent", np.nan) / r.get("over-prompt", np.nan))

@@ -4,7 +4,7 @@ Pure functions of arrays and tables (no models), so they are tested on hand-made
 Checkpoints are spaced quadratically, so every time here is quantized to a checkpoint step.
 **Never learned** has one encoding everywhere: `NEVER` (+inf), a time after the end of any run, so
 orders rank it last, ratios against it are infinite and speeds 1/T are 0; `censored` marks it.
-Used by: chapters 1-4, 6.
+Used by: chapters 1-4, 6 (chapter 3's per-run analysis is in `turns`).
 """
 from __future__ import annotations
 
@@ -232,69 +232,3 @@ def soft_accuracy(p, target) -> np.ndarray:
     """The paper's soft accuracy (spec §3.3): sigmoid(0.1 / |target − p|); 0.8 ⇔ |target − p| < 0.072."""
     gap = np.abs(np.asarray(target, dtype=float) - np.asarray(p, dtype=float))
     return 1 / (1 + np.exp(-0.1 / np.maximum(gap, 1e-9)))
-
-
-CORNER = {"color": (1, 0), "size": (0, 1)}  # the training class sharing that concept with small-blue
-CORNER_NAME = {(1, 0): "large-blue", (0, 1): "small-red", (1, 1): "small-blue", (0, 0): "large-red"}
-
-
-def turn_table(cs: pd.DataFrame, held_out: str, train_prompts, concepts, signal: dict, sigma: float = 1.0,
-               min_angle: float = 45.0) -> pd.DataFrame:
-    """Per run of a two-concept sweep (chapter 3): the held-out trajectory's turn and heading, the
-    heading concept memorization predicts (the training class sharing the concept with the stronger
-    pixel signal, `signal[Δc][concept]`), the concept the run learned first, training saturation and
-    the step the held-out class is generated (joint ≥ 0.8). Never: NEVER; no turn: None."""
-    rows = []
-    for (run_id, dc, ds, seed), df in cs.groupby(["run", "delta_color", "delta_size", "seed"]):
-        ho = df[df.prompt == held_out].sort_values("step")
-        turn = detect_turn(ho.step, ho[["p_color", "p_size"]].values, sigma=sigma, min_angle=min_angle)
-        stronger = max(concepts, key=signal[dc].get)
-        t = {k: learning_time(ho.step, ho[f"acc_{k}"], 0.9).step for k in concepts}
-        first = min(concepts, key=t.get) if len(set(t.values())) > 1 else None
-        rows.append({"run": run_id, "delta_color": dc, "delta_size": ds, "seed": seed, "turn_step": turn.step,
-                     "angle": turn.angle, "heading": turn.heading, "fit_gain": turn.fit_gain,
-                     "saturation_step": training_saturation(df, train_prompts, concepts, 0.01).step,
-                     "learned_step": first_above(ho.step, ho.joint, 0.8).step, "stronger_signal": stronger,
-                     "heading_expected": CORNER[stronger], "learned_first": first,
-                     "heading_by_order": CORNER.get(first)})
-    turns = pd.DataFrame(rows)
-    return turns.assign(heading_name=[CORNER_NAME.get(h, "—") for h in turns.heading],
-                        expected=[CORNER_NAME[h] for h in turns.heading_expected])
-
-
-def speed_r2(cs: pd.DataFrame, prompt: str, sigma: float = 1.0) -> dict:
-    """How much of the log speed |dC/dt| of `prompt`'s trajectory training time explains, against the
-    color signal (the paper's appendix: R² 0.79 on log step, 0.01 on Δc). R² of a least-squares line."""
-    rows = []
-    for _, df in cs[cs.prompt == prompt].groupby("run"):
-        df = df.sort_values("step")
-        v = speed_along(df.step, df[["p_color", "p_size"]].values, sigma=sigma)
-        rows += [(s, dc, x) for s, dc, x in zip(df.step, df.delta_color, v) if s > 0 and x > 0]
-    if len(rows) < 3:
-        return {"log step": float("nan"), "Δc": float("nan")}
-    step, dc, speed = (np.asarray(c, dtype=float) for c in zip(*rows))
-    return {"log step": _r2(np.log(step), np.log(speed)), "Δc": _r2(dc, np.log(speed))}
-
-
-def _r2(x, y) -> float:
-    return float(stats.pearsonr(x, y).statistic ** 2) if np.ptp(x) > 0 and np.ptp(y) > 0 else 0.0
-
-
-def error_rise(steps, error, early: float = 0.5) -> float:
-    """The largest rise of a concept-space error above its running minimum within the first `early`
-    fraction of training (SIM's non-monotone swing-by; Yang et al. 2024, Fig. 6); 0 if it only falls."""
-    steps, error = np.asarray(steps, dtype=float), np.asarray(error, dtype=float)
-    e = error[steps <= steps.min() + early * (steps.max() - steps.min())]
-    return float(np.max(e - np.minimum.accumulate(e))) if len(e) else 0.0
-
-
-def error_rises(cs: pd.DataFrame, prompt: str, corner=(1, 1), sigma: float = 1.0) -> pd.DataFrame:
-    """Per run: the held-out class's early error rise, its error being the squared distance of its
-    smoothed point to its corner in concept space."""
-    rows = []
-    for (run_id, dc, seed), df in cs[cs.prompt == prompt].groupby(["run", "delta_color", "seed"]):
-        df = df.sort_values("step")
-        p = smooth(df[["p_color", "p_size"]].values, sigma)
-        rows.append({"run": run_id, "delta_color": dc, "seed": seed,
-                     "rise": error_rise(df.step, ((p - np.asarray(corner)) ** 2).sum(axis=1))})
-    return pd.DataFrame(rows)

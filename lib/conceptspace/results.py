@@ -84,6 +84,8 @@ def _plain(value):
     if value is pd.NA or value is pd.NaT:
         return None
     if isinstance(value, float):
+        if value == np.inf:
+            return "never"  # dynamics.NEVER: a step after the end of the run
         return round(value, 4) if np.isfinite(value) else None  # JSON has no NaN: unmeasured is null
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
@@ -143,6 +145,13 @@ def show(value) -> str:
     if isinstance(value, list):
         return ", ".join(show(v) for v in value)
     return str(value)
+
+
+def step_text(step) -> str:
+    """A training step as tables print it: '1,234', 'never' (dynamics.NEVER) or '—' (none: no turn)."""
+    if step is None or pd.isna(step):
+        return "—"
+    return "never" if step == np.inf else f"{float(step):,.0f}"
 
 
 def _seeds(seeds: dict | None) -> str:
