@@ -13,7 +13,7 @@ def test_profiles_load_and_validate():
 def test_gpu_profile_is_the_papers_scale():
     run = experiment("gpu").run
     assert run.data.resolution == 32 and run.data.nuisance == 1.0
-    assert run.model.channels == (64, 128, 256) and run.model.attention and run.model.attention_last_level
+    assert run.model.recipe == "paper" and run.model.channels == (64, 128, 256) and run.model.attention
     assert run.model.resampling == "transpose"
     assert run.train.steps == 20000 and run.train.checkpoints == 60
 

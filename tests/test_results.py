@@ -39,10 +39,12 @@ def test_paper_vs_book_warns_where_step_counts_come_from_another_recipe():
 
 
 def test_deviations_are_against_the_papers_setup_not_library_defaults():
-    gpu = {r["setting"]: r for r in paper.deviations(config.experiment("gpu"))}
-    assert "model.resampling" not in gpu  # the gpu profile uses the original's 2x2 resampling
-    assert gpu["train.grad_clip"]["paper"] == "0.01" and gpu["train.ema_decay"]["paper"] == "none"
-    assert gpu["model.dropout"]["this book"] == "0"
+    gpu = config.experiment("gpu")
+    assert paper.deviations(gpu, ("model", "train")) == []  # the paper's recipe at the paper's scale
+    diffusers = {r["setting"]: r for r in paper.deviations(config.experiment("gpu", {"model.recipe": "diffusers"}))}
+    assert diffusers["model.recipe"]["this book"] == "diffusers" and diffusers["train.timesteps"]["paper"] == "none"
+    assert diffusers["train.grad_clip"]["paper"] == "0.01" and diffusers["train.ema_decay"]["this book"] == "0.995"
+    assert diffusers["model.dropout"]["this book"] == "0"
     cpu = {r["setting"]: r for r in paper.deviations(config.experiment("cpu"), ("data", "sweep"))}
     assert cpu["data.resolution"]["paper"] == "32" and "sweep.seeds" in cpu
     assert "data.delta_color" not in cpu  # a chapter's own experiment, not a deviation

@@ -34,8 +34,10 @@ def test_run_lands_in_the_store_and_is_not_retrained(tmp_path):
     assert (again.dir / "done.json").stat().st_mtime_ns == stamp
 
 
-def test_resume_after_interruption_gives_identical_weights(tmp_path):
-    cfg = tiny(**{"model.dropout": 0.1, "train.cond_dropout": 0.2})  # every random stream in play
+@pytest.mark.parametrize("recipe", ["diffusers", "paper"])
+def test_resume_after_interruption_gives_identical_weights(tmp_path, recipe):
+    # every random stream in play; the paper recipe's epoch batches continue the same epoch
+    cfg = tiny(**{"model.recipe": recipe, "model.dropout": 0.1, "train.cond_dropout": 0.2})
     whole = train.train(cfg, store.Store(tmp_path / "a"), progress=False)
     st = store.Store(tmp_path / "b")
     for stop in (7, 16):  # killed twice, between checkpoints
@@ -58,8 +60,8 @@ def test_resumed_optimizer_state_keeps_the_parameters_layout(tmp_path):
         return s
 
     a = state()
-    train_set = train.TrainingSet(cfg.data, 0, cpu)
-    train._train_step(a, train_set, train.noise_scheduler(cfg), cfg.train, cpu)
+    train_set = train.training_set(cfg, cpu)
+    train._train_step(a, train_set, train.loss_function(cfg), cfg.train, cpu)
     b = state()
     store.save_tensors(tmp_path / "state.safetensors", train._state_tensors(a))  # written contiguous
     tensors, _ = store.load_tensors(tmp_path / "state.safetensors")

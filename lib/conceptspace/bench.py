@@ -31,10 +31,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from .config import experiment
-from .data import TrainingSet
-from .model import build_model, noise_scheduler, sample, uses_bf16
+from .model import build_model, sample, uses_bf16
 from .store import REPO_ROOT, write_json
-from .train import _new_state, _train_step, checkpoint_steps, device_name, pick_device
+from .train import _new_state, _train_step, checkpoint_steps, device_name, loss_function, pick_device, training_set
 
 CPU = torch.device("cpu")
 
@@ -95,9 +94,9 @@ def forward_timing(run, repeats: int, device: torch.device = CPU) -> tuple[float
 def train_timing(run, repeats: int, device: torch.device = CPU) -> float:
     """Median seconds per training step (AdamW, clipping and EMA included), as `train` runs it on `device`."""
     state = _new_state(run, device)
-    train_set = TrainingSet(dataclasses.replace(run.data, samples_per_class=256), 0, device)
-    sched = noise_scheduler(run)
-    return timed(lambda: _train_step(state, train_set, sched, run.train, device), repeats, device=device)
+    train_set = training_set(dataclasses.replace(run, data=dataclasses.replace(run.data, samples_per_class=256)), device)
+    objective = loss_function(run)
+    return timed(lambda: _train_step(state, train_set, objective, run.train, device), repeats, device=device)
 
 
 def sampling_rate(run, n: int, steps: int = 50, device: torch.device = CPU) -> float:

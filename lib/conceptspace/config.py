@@ -77,10 +77,14 @@ class DataConfig(_Validated):
 
 @dataclass(frozen=True)
 class ModelConfig(_Validated):
-    """A diffusers UNet2DModel with the conditioning vector added to its time embedding."""
+    """The network and its diffusion formulation, chosen together by `recipe`."""
     _prefix = "model."
+    recipe: str = _knob("diffusers", choices=("diffusers", "paper"), added=True,
+                        doc="diffusers: DDPM ε-prediction, a diffusers UNet2DModel with the conditioning added to "
+                            "its time embedding; paper: the original's VDM with a learned schedule and its network "
+                            "with separate time and conditioning MLPs in every res block (vdm.py, paper_unet.py)")
     channels: tuple = _knob((64, 128, 256), doc="channels per resolution level")
-    layers_per_block: int = _knob(2, lo=1, hi=4, doc="res blocks per level (the decoder has one more)")
+    layers_per_block: int = _knob(2, lo=1, hi=4, doc="res blocks per level (diffusers recipe: the decoder has one more)")
     attention: bool = _knob(True, doc="self-attention in the mid block")
     attention_last_level: bool = _knob(False, doc="self-attention in the lowest-resolution level too", added=True)
     norm_groups: int = _knob(8, lo=1, hi=64, doc="GroupNorm groups; must divide every channel count")
@@ -228,9 +232,22 @@ class RunConfig(_Validated):
         return stable_hash(_identity(self))
 
     def with_changes(self, **dotted) -> "RunConfig":
-        """A copy with settings replaced by dotted name, validated: `with_changes(**{"data.delta_color": .2})`."""
-        return build(RunConfig, merge(to_dict(self), _undot(dotted)))
+        """A copy with settings replaced by dotted name, validated: `with_changes(**{"data.delta_color": .2})`.
+        A change of `model.recipe` brings that recipe's defaults (RECIPE_DEFAULTS) under the other changes."""
+        base = to_dict(self)
+        recipe = dotted.get("model.recipe", self.model.recipe)
+        if recipe != self.model.recipe:
+            base = merge(base, RECIPE_DEFAULTS.get(recipe, {}))
+        return build(RunConfig, merge(base, _undot(dotted)))
 
+
+# What a recipe sets besides its formulation and network, under a profile's and the overrides' values:
+# the paper's optimizer details (dropout 0.1, clipping at 0.01, no EMA: the raw weights sample) and
+# the diffusers recipe's own. Why: `model.recipe: paper` alone must give the paper's recipe.
+RECIPE_DEFAULTS = {
+    "diffusers": {"model": {"dropout": 0.0}, "train": {"grad_clip": 1.0, "ema_decay": 0.995}},
+    "paper": {"model": {"dropout": 0.1}, "train": {"grad_clip": 0.01, "ema_decay": 0.0}},
+}
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig, "probe": ProbeConfig,
             "sweep": SweepConfig, "capability": CapabilityConfig, "sim": SimConfig, "multi": MultiConfig,
@@ -421,6 +438,9 @@ def _cross_check(obj, prefix):
                 raise ConfigError(f"{prefix}held_out = {to_dict(obj.held_out)} leaves only one value of "
                                   f"{concept!r} in training; every value must be seen in some training class")
     if isinstance(obj, ModelConfig):
+        if obj.recipe == "paper" and obj.attention_last_level:
+            raise ConfigError(f"{prefix}attention_last_level = True: the paper's network has attention in its mid "
+                              f"block only; allowed with {prefix}recipe = 'paper': false")
         if min(obj.channels) < 1:
             raise ConfigError(f"{prefix}channels = {list(obj.channels)}: every level needs at least 1 channel")
         bad = [c for c in obj.channels if c % obj.norm_groups]
@@ -435,6 +455,9 @@ def _cross_check(obj, prefix):
             raise ConfigError(f"data.resolution = {obj.data.resolution} cannot pass through "
                               f"{levels} UNet levels (model.channels = {list(obj.model.channels)}); "
                               f"it must be divisible by {2 ** (levels - 1)} and leave at least 2 pixels")
+        if obj.model.recipe == "paper" and obj.train.timesteps != TrainConfig.timesteps:
+            raise ConfigError(f"train.timesteps = {obj.train.timesteps}: model.recipe = 'paper' trains in continuous "
+                              f"time, so a number of timesteps has no meaning; leave it at {TrainConfig.timesteps}")
         if obj.train.first_checkpoint > obj.train.steps:
             raise ConfigError(f"train.first_checkpoint = {obj.train.first_checkpoint} is after the last step "
                               f"(train.steps = {obj.train.steps}); allowed: 1 ≤ train.first_checkpoint ≤ train.steps")
@@ -484,6 +507,10 @@ def experiment(profile: str = "cpu", overrides: dict | None = None) -> Experimen
     if overrides is not None and not isinstance(overrides, dict):
         raise ConfigError(f"overrides = {overrides!r} must be a mapping of dotted names to values")
     settings = merge(load_profile(profile), _undot(overrides or {}))
+    model = settings.get("model")
+    recipe = model.get("recipe", ModelConfig.recipe) if isinstance(model, dict) else ModelConfig.recipe
+    if recipe in RECIPE_DEFAULTS:  # an unknown recipe is reported by name when the model section is built
+        settings = merge(RECIPE_DEFAULTS[recipe], settings)
     unknown = sorted(set(settings) - set(SECTIONS))
     if unknown:
         raise ConfigError(f"unknown setting {unknown[0]}: settings are named section.name; sections: {list(SECTIONS)}")

@@ -166,7 +166,7 @@ def _evaluate_step(model, cfg: RunConfig, probe, prompts, ev: EvalConfig, device
             frame.insert(0, "key", p.key())
             rows.append(frame)
             if ev.keep_images:
-                images[p.key()] = (x[start:start + min(p.n, ev.keep_images)].cpu() * 255).round().to(torch.uint8)
+                images[p.key()] = (x[start:start + min(p.n, ev.keep_images)].cpu().clamp(0, 1) * 255).round().to(torch.uint8)
             start += p.n
     return pd.concat(rows, ignore_index=True), images
 

@@ -1,9 +1,10 @@
 """Latent interventions: edit the model's internal representation of the prompt (spec §4.3).
 
-The paper amplifies the component of each block's conditioning embedding along the "blue"
-direction and suppresses a little of the "large" one, with directions computed from the model itself
-(its embedding of pure-concept vectors). Our model has one conditioning embedding shared by all
-blocks, so the edit acts there, at every sampler step, through a forward hook. Used by: chapter 4.
+The paper amplifies the component of each res block's conditioning embedding along the "blue"
+direction and suppresses a little of the "large" one, with each block's directions computed from that
+block's own conditioning MLP applied to pure-concept vectors. The edit acts on every module
+`model.cond_projections()` lists, at every sampler step, through forward hooks: the paper recipe's 14
+per-block c-MLPs, or the diffusers recipe's one shared conditioning embedding. Used by: chapter 4.
 """
 from __future__ import annotations
 
@@ -33,17 +34,18 @@ def pure_vector(name: str) -> torch.Tensor:
 
 
 @torch.no_grad()
-def direction(model, name: str) -> torch.Tensor:
-    """Unit vector of the model's embedding of a pure-concept vector."""
-    param = next(model.parameters())
-    return F.normalize(model.cond_embed(pure_vector(name).to(param.device)[None]), dim=-1)[0]
+def direction(projection: torch.nn.Module, name: str) -> torch.Tensor:
+    """Unit vector of a conditioning projection's output for a pure-concept vector."""
+    param = next(projection.parameters())
+    return F.normalize(projection(pure_vector(name).to(param.device)[None]), dim=-1)[0]
 
 
-def linear_edit(model, rows: list[tuple]):
+def linear_edit(projection: torch.nn.Module, rows: list[tuple]):
     """Per sample i: e' = e + α_i (e·a_i) a_i, then e'' = e' − β_i (e'·s_i) s_i (the paper's "v2" edit,
-    replacing e). A row () is left as it is (α = β = 0), so edited and plain prompts share a batch."""
-    param = next(model.parameters())
-    dim = model.cond_embed[-1].out_features
+    replacing e), with the directions of this projection. A row () is left as it is (α = β = 0), so
+    edited and plain prompts share a batch."""
+    param = next(projection.parameters())
+    dim = projection(torch.zeros(1, COND_DIM, device=param.device)).shape[-1]
     a = torch.zeros(len(rows), dim, device=param.device)
     s = torch.zeros(len(rows), dim, device=param.device)
     alpha = torch.zeros(len(rows), 1, device=param.device)
@@ -57,7 +59,7 @@ def linear_edit(model, rows: list[tuple]):
             raise ValueError(f"intervention kind {kind!r} is unknown; allowed: ['linear']")
         for name in (amplify, suppress):
             if name not in cache:
-                cache[name] = direction(model, name)
+                cache[name] = direction(projection, name)
         a[i], s[i], alpha[i], beta[i] = cache[amplify], cache[suppress], al, be
 
     def edit(e):
@@ -73,8 +75,10 @@ def applied(model, rows: list[tuple]):
     if not any(rows):
         yield model
         return
-    handle = model.cond_embed.register_forward_hook(lambda m, i, out, f=linear_edit(model, rows): f(out))
+    handles = [proj.register_forward_hook(lambda m, i, out, f=linear_edit(proj, rows): f(out))
+               for proj in model.cond_projections()]
     try:
         yield model
     finally:
-        handle.remove()
+        for h in handles:
+            h.remove()

@@ -1,10 +1,11 @@
-"""The conditional diffusion model: a diffusers UNet2DModel plus a conditioning MLP, and its sampler.
+"""The conditional diffusion model of a run and its sampler, by `model.recipe`.
 
-The 11-value conditioning vector goes through a small MLP whose output is added to the UNet's time
-embedding (diffusers' `class_embed_type="identity"`), so every res block sees it through its time
-projection. diffusers owns the diffusion: DDPM noising for training, DDIM for sampling.
-Deviation from the paper (spec §2.2): ε-prediction with a fixed cosine schedule instead of a VDM with
-a learned schedule, and one shared conditioning MLP instead of one per res block.
+diffusers: a diffusers UNet2DModel whose time embedding is shifted by an MLP of the 11-value
+conditioning vector (`class_embed_type="identity"`), so every res block sees it through its time
+projection; diffusers owns the diffusion (DDPM noising for training, DDIM for sampling, pixels in
+[-1, 1]). It differs from the paper: ε-prediction on a fixed cosine schedule instead of a VDM with a
+learned schedule, and one shared conditioning MLP instead of one per res block.
+paper: the original's network (`paper_unet`) with its learned VDM schedule (`vdm`), pixels in [0, 1].
 """
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ from diffusers.models.downsampling import Downsample2D
 from diffusers.models.upsampling import Upsample2D
 from torch import nn
 
+from . import vdm
 from .config import ModelConfig, RunConfig, TrainConfig
 from .data import cond_dim
+from .paper_unet import PaperUNet
 
 NULL_CONDITIONING = -1.0  # the paper's unconditional token: all 11 entries set to -1 (spec §2.2)
 
@@ -44,6 +47,25 @@ class ConceptUNet(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         return self.unet(x, t, class_labels=self.cond_embed(cond)).sample
 
+    def cond_projections(self) -> list[nn.Module]:
+        return [self.cond_embed]
+
+
+class PaperDiffusion(nn.Module):
+    """The paper's recipe as one module: its network and its learned schedule γ(t), so that weights,
+    optimizer and checkpoints hold both. Called like the network: ε̂(z_t, t_n, h)."""
+
+    def __init__(self, model: ModelConfig, resolution: int, conditioning: int = 11):
+        super().__init__()
+        self.net = PaperUNet(model, resolution, conditioning)
+        self.schedule = vdm.LinearSchedule()
+
+    def forward(self, z: torch.Tensor, t_n: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        return self.net(z, t_n, cond)
+
+    def cond_projections(self) -> list[nn.Module]:
+        return self.net.cond_projections()
+
 
 def _use_strided_resampling(unet: UNet2DModel) -> None:
     """The original network's resampling: 2x2 stride-2 conv down, 2x2 stride-2 transposed conv up.
@@ -55,18 +77,19 @@ def _use_strided_resampling(unet: UNet2DModel) -> None:
     for block in unet.down_blocks:
         for i, down in enumerate(block.downsamplers or []):
             block.downsamplers[i] = Downsample2D(down.channels, use_conv=True, out_channels=down.out_channels,
-                                                 padding=0, kernel_size=2)
+                                                 padding=0, kernel_size=2, name="op")  # "op": no alias to save twice
     for block in unet.up_blocks:
         for i, up in enumerate(block.upsamplers or []):
             block.upsamplers[i] = Upsample2D(up.channels, use_conv_transpose=True, out_channels=up.out_channels,
                                              kernel_size=2, padding=0)
 
 
-def build_model(run: RunConfig) -> ConceptUNet:
+def build_model(run: RunConfig) -> nn.Module:
     """The model of a run, initialized from the run's seed (so initialization is part of the run)."""
+    cls = PaperDiffusion if run.model.recipe == "paper" else ConceptUNet
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(run.train.seed)
-        return ConceptUNet(run.model, run.data.resolution, cond_dim(run.data))
+        return cls(run.model, run.data.resolution, cond_dim(run.data))
 
 
 def noise_scheduler(run: RunConfig) -> DDPMScheduler:
@@ -83,30 +106,37 @@ def uses_bf16(train: TrainConfig, device: torch.device) -> bool:
     return device.type == "cuda" and train.bf16
 
 
+def _guided(model: nn.Module, guidance: torch.Tensor | None, bf16: bool):
+    """ε̂(x, t, h), with classifier-free guidance ε_u + w (ε_c − ε_u) where `guidance` w is given (the
+    unconditional pass uses the null conditioning; both passes run in one batch)."""
+    def eps(x, t, cond):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+            if guidance is None:
+                return model(x, t, cond).float()
+            both = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([cond, null_conditioning(cond)]))
+        eps_c, eps_u = both.float().chunk(2)
+        return eps_u + guidance * (eps_c - eps_u)
+    return eps
+
+
 @torch.no_grad()
 def sample(model: nn.Module, run: RunConfig, cond: torch.Tensor, noise: torch.Tensor, steps: int = 50,
            guidance: float | torch.Tensor | None = None) -> torch.Tensor:
-    """Deterministic DDIM samples (η = 0) from the given initial noise; pixels in [0, 1].
+    """Samples from the given initial noise, deterministic given it; pixels in [0, 1].
 
-    With `guidance` w (one weight, or one per sample), classifier-free guidance ε_u + w (ε_c − ε_u),
-    the unconditional pass using the null conditioning; both passes run in one batch.
+    diffusers recipe: DDIM (η = 0), clipped to [0, 1]. paper recipe: the ancestral VDM sampler, whose
+    z_0 goes on unclipped, as in the original (only display clips). `guidance` w: one weight, or one
+    per sample.
     """
-    scheduler = DDIMScheduler.from_config(noise_scheduler(run).config)
-    scheduler.set_timesteps(steps)
-    x = noise.clone()
     param = next(model.parameters())
-    x, cond = x.to(param.device), cond.to(param.device)
+    x, cond = noise.to(param.device), cond.to(param.device)
     if guidance is not None:
         guidance = torch.as_tensor(guidance, dtype=torch.float32, device=x.device).reshape(-1, 1, 1, 1)
-    bf16 = uses_bf16(run.train, param.device)
+    eps = _guided(model, guidance, uses_bf16(run.train, param.device))
+    if run.model.recipe == "paper":
+        return vdm.sample(eps, model.schedule, cond, x, steps)
+    scheduler = DDIMScheduler.from_config(noise_scheduler(run).config)
+    scheduler.set_timesteps(steps)
     for t in scheduler.timesteps:
-        tt = t.to(x.device).expand(x.shape[0])
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
-            if guidance is None:
-                eps = model(x, tt, cond)
-            else:
-                both = model(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([cond, null_conditioning(cond)]))
-                eps_c, eps_u = both.float().chunk(2)
-                eps = eps_u + guidance * (eps_c - eps_u)
-        x = scheduler.step(eps.float(), t, x).prev_sample
+        x = scheduler.step(eps(x, t.to(x.device).expand(x.shape[0]), cond), t, x).prev_sample
     return ((x + 1) / 2).clamp(0, 1)

@@ -130,14 +130,14 @@ SIM_FIG9 = {"mu": (1.0, 1.5, 2.2, 2.7), "sigma": 0.05, "dim": 4, "init": 0.1, "s
             "iterations": 10_000}
 
 # The paper's own setup (HC §2-3 by the official code), by the book's setting names. A value of
-# None: the paper has no such setting. Sections the chapter does not use are left out of its diff.
+# None: the paper has no such setting; train.ema_decay 0: no EMA, the raw weights sample. Sections the chapter does not use are left out of its diff.
 SETUP = {
     "data.resolution": 32, "data.nuisance": 1.0, "data.samples_per_class": 2048,
-    "model.channels": [64, 128, 256], "model.layers_per_block": 2, "model.attention": True,
+    "model.recipe": "paper", "model.channels": [64, 128, 256], "model.layers_per_block": 2, "model.attention": True,
     "model.attention_last_level": False, "model.norm_groups": 8, "model.resampling": "transpose",
     "model.dropout": 0.1,
     "train.batch_size": 64, "train.learning_rate": 0.001, "train.weight_decay": 0.01, "train.grad_clip": 0.01,
-    "train.ema_decay": None, "train.timesteps": None, "train.steps": 20_000, "train.checkpoints": 60,
+    "train.ema_decay": 0.0, "train.timesteps": None, "train.steps": 20_000, "train.checkpoints": 60,
     "train.first_checkpoint": 500,
     "eval.sampler_steps": 50, "eval.samples_per_class": 32, "eval.samples_held_out": 32,
     "probe.steps": 10_000, "probe.batch_size": 64,
@@ -154,8 +154,8 @@ SETUP = {
     "sim.var_sweep": [0.05, 0.1, 0.5, 1.0, 2.0], "sim.mu_sweep": [1.0, 2.0, 3.0],
 }
 
-# How the book's model differs from the paper's in ways no setting names (HC §2.1-2.3).
-RECIPE = ("DDPM ε-prediction (diffusers) on a fixed cosine schedule of 1,000 steps, sampled with DDIM and "
+# How each recipe differs from the paper's in ways no setting names (HC §2.1-2.3).
+RECIPE_DIFFERENCES = {"diffusers": ("DDPM ε-prediction (diffusers) on a fixed cosine schedule of 1,000 steps, sampled with DDIM and "
           "clip_sample, pixels in [-1, 1]; the paper trains a continuous-time VDM with a learned linear log-SNR "
           "schedule and its full 3-term bound, samples ancestrally (50 steps, unclipped output to the probe), "
           "pixels in [0, 1]",
@@ -165,7 +165,12 @@ RECIPE = ("DDPM ε-prediction (diffusers) on a fixed cosine schedule of 1,000 st
           "SiLU and diffusers' res blocks; the paper: GELU, GroupNorm eps 1e-6, zero-initialized output conv "
           "plus the noisy input as a residual",
           "all training images sampled with replacement; the paper: an 85/15 train/validation split and epoch "
-          "batches")
+          "batches"),
+    "paper": ("the original also builds two resampling convs it never calls (278,848 parameters that only weight "
+              "decay touches); they are left out",
+              "the sampler's noise after the first step is drawn per sample from a generator seeded by that "
+              "sample's initial noise (the original draws it from the global generator)",
+              "no validation or test loss is computed on the 15 % held back from training")}
 RECIPE_NAME = "diffusers DDPM"
 PAPER_RECIPE_NAME = "VDM (the paper's)"
 
@@ -182,6 +187,8 @@ def deviations(ex: Experiment, sections=("data", "model", "train", "eval", "prob
             if name not in SETUP:
                 continue
             theirs = SETUP[name]
+            if theirs is None and ex.run.model.recipe == "paper":
+                continue  # a setting of the diffusers recipe only (train.timesteps): the paper recipe ignores it
             if theirs is None or _differs(ours, theirs):
                 rows.append({"setting": name, "this book": _text(ours), "paper": _text(theirs)})
     return rows
@@ -208,9 +215,8 @@ def _text(value) -> str:
 
 
 def recipe(ex: Experiment) -> str:
-    """The recipe a profile trains with (one for now: issue 'the paper's recipe' adds the VDM)."""
-    del ex
-    return RECIPE_NAME
+    """The name of the recipe a profile trains with (`model.recipe`)."""
+    return PAPER_RECIPE_NAME if ex.run.model.recipe == "paper" else RECIPE_NAME
 
 
 def scale(ex: Experiment) -> str:

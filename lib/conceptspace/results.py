@@ -187,13 +187,13 @@ def paper_vs_book(findings: list[Finding], ex: Experiment) -> pd.DataFrame:
 
 def deviations_admonition(ex: Experiment, sections=("data", "model", "train", "eval", "probe")):
     """The same admonition on every page: every setting that differs from the paper's own setup, and
-    the recipe differences that no setting names (paper.RECIPE)."""
+    the differences of its recipe that no setting names (paper.RECIPE_DIFFERENCES)."""
     from IPython.display import HTML
 
     rows = paper_.deviations(ex, sections)
     items = [f"<li><code>{html.escape(r['setting'])}</code> = {html.escape(r['this book'])} "
              f"(paper: {html.escape(r['paper'])})</li>" for r in rows]
-    items += [f"<li>{html.escape(text)}</li>" for text in paper_.RECIPE]
+    items += [f"<li>{html.escape(text)}</li>" for text in paper_.RECIPE_DIFFERENCES[ex.run.model.recipe]]
     return HTML(f'<div class="admonition warning"><p class="admonition-title">How this page differs from the '
                 f"paper's setup (profile <code>{html.escape(ex.profile)}</code>, {len(rows)} settings and the "
                 f"recipe)</p><ul>{''.join(items)}</ul></div>")

@@ -20,8 +20,9 @@ import torch.nn.functional as F
 from diffusers.training_utils import EMAModel
 from tqdm import tqdm
 
+from . import vdm
 from .config import RunConfig, TrainConfig, to_dict
-from .data import TrainingSet
+from .data import PAPER_TRAIN_FRACTION, TrainingSet
 from .model import build_model, noise_scheduler, null_conditioning, uses_bf16
 from .store import CorruptFileError, Run, Store, load_tensors, save_tensors, write_json
 
@@ -202,8 +203,8 @@ def train(run_cfg: RunConfig, store: Store | None = None, hooks: tuple[Hook, ...
         _remove_stale_temp_files(run)
         run.write_config()
         _resume(run, s, device, log)
-        train_set = TrainingSet(run_cfg.data, tc.seed, device)
-        scheduler = noise_scheduler(run_cfg)
+        train_set = training_set(run_cfg, device)
+        objective = loss_function(run_cfg)
         # summed on the device and read at log steps only, so that on a GPU the CPU can queue the next
         # step's kernels while this one runs (a per-step .item() would wait for it)
         acc, acc_n = torch.zeros((), dtype=torch.float64, device=device), 0
@@ -211,7 +212,7 @@ def train(run_cfg: RunConfig, store: Store | None = None, hooks: tuple[Hook, ...
                    desc=f"run {run.id}", unit="step")
         s.model.train()
         while s.step < tc.steps:
-            loss = _train_step(s, train_set, scheduler, tc, device)
+            loss = _train_step(s, train_set, objective, tc, device)
             s.step += 1
             acc, acc_n = acc + loss, acc_n + 1
             if s.step % LOG_EVERY == 0 or s.step in saves:
@@ -237,23 +238,63 @@ def train(run_cfg: RunConfig, store: Store | None = None, hooks: tuple[Hook, ...
     return run
 
 
-def _train_step(s: _State, train_set: TrainingSet, scheduler, tc, device) -> torch.Tensor:
+def training_set(run_cfg: RunConfig, device) -> TrainingSet:
+    """The run's training images: all of them, drawn with replacement (diffusers recipe), or the
+    paper's 85 % split in epoch batches (paper recipe)."""
+    paper = run_cfg.model.recipe == "paper"
+    return TrainingSet(run_cfg.data, run_cfg.train.seed, device, PAPER_TRAIN_FRACTION if paper else 1.0, epochs=paper)
+
+
+def loss_function(run_cfg: RunConfig) -> Callable:
+    """The recipe's training loss, `loss(s, x₀ in [-1, 1], h, generator, device)`: DDPM's ε-MSE at a
+    uniform timestep (diffusers), or the VDM bound in bits/dim on [0, 1] pixels (paper). Each drops the
+    conditioning (`train.cond_dropout`) itself, where its random draws put it."""
+    tc = run_cfg.train
+    if run_cfg.model.recipe == "paper":
+        def bound(s, x0, h, g, device):
+            h = _drop_conditioning(h, tc, g, device)
+            return vdm.loss(_autocast(s.forward, tc, device), s.model.schedule, (x0 + 1) / 2, h, g)
+        return bound
+    scheduler = noise_scheduler(run_cfg)
+
+    def ddpm(s, x0, h, g, device):
+        noise = torch.randn(x0.shape, generator=g, device=device)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (x0.shape[0],), generator=g, device=device)
+        h = _drop_conditioning(h, tc, g, device)
+        xt = scheduler.add_noise(x0, noise, t)
+        return F.mse_loss(_autocast(s.forward, tc, device)(xt, t, h).float(), noise)
+    return ddpm
+
+
+def objective_name(run_cfg: RunConfig) -> str:
+    """What `loss_function` returns, for a chart's title."""
+    return "VDM bound, bits/dim" if run_cfg.model.recipe == "paper" else "ε-prediction MSE"
+
+
+def _drop_conditioning(h: torch.Tensor, tc: TrainConfig, g: torch.Generator, device) -> torch.Tensor:
+    """Replace each sample's conditioning by the null one with probability `train.cond_dropout`."""
+    if tc.cond_dropout == 0:
+        return h
+    drop = torch.rand(h.shape[0], generator=g, device=device) < tc.cond_dropout
+    return torch.where(drop[:, None], null_conditioning(h), h)
+
+
+def _autocast(forward: Callable, tc: TrainConfig, device) -> Callable:
+    """The forward in bf16 autocast where the run uses it, channels-last on CUDA."""
+    def run(x, t, h):
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=uses_bf16(tc, device)):
+            return forward(x, t, h)
+    return run
+
+
+def _train_step(s: _State, train_set: TrainingSet, objective: Callable, tc, device) -> torch.Tensor:
     if s.cuda_graphs:  # a new step: its graphs may overwrite the last step's outputs (importing inductor costs 3 s)
         torch.compiler.cudagraph_mark_step_begin()
     g = s.generator
-    idx = torch.randint(len(train_set), (tc.batch_size,), generator=g, device=device)
-    x0, h = train_set.batch(idx, g)
-    noise = torch.randn(x0.shape, generator=g, device=device)
-    t = torch.randint(0, scheduler.config.num_train_timesteps, (tc.batch_size,), generator=g, device=device)
-    if tc.cond_dropout > 0:
-        drop = torch.rand(tc.batch_size, generator=g, device=device) < tc.cond_dropout
-        h = torch.where(drop[:, None], null_conditioning(h), h)
-    xt = scheduler.add_noise(x0, noise, t)
-    if device.type == "cuda":
-        xt = xt.contiguous(memory_format=torch.channels_last)
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=uses_bf16(tc, device)):
-        pred = s.forward(xt, t, h)
-    loss = F.mse_loss(pred.float(), noise)
+    x0, h = train_set.batch(train_set.indices(s.step, tc.batch_size, g), g)
+    loss = objective(s, x0, h, g, device)
     s.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(s.model.parameters(), tc.grad_clip)
