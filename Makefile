@@ -5,7 +5,7 @@ PROFILE ?= cpu
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: book test bench clean-book chromium
+.PHONY: book test check lock bench clean-book chromium
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,12 +17,24 @@ book: $(VENV)/.installed
 	$(BIN)/python -m conceptspace.book --profile $(PROFILE) $(ARGS)
 
 test: $(VENV)/.installed chromium
+	$(BIN)/ruff check lib tests
 	$(BIN)/python -m pytest $(ARGS)
 
-chromium:  # Debian's browser for tests/test_browser.py (never a browser download)
-	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-		apt-get install -y -qq chromium >/dev/null) || \
-		(echo "tests/test_browser.py needs Debian's chromium: apt-get install chromium" && exit 1)
+check: $(VENV)/.installed  # the fast loop: lint and the unit tests (no chapter, browser or training tests)
+	$(BIN)/ruff check lib tests
+	$(BIN)/python -m pytest -q -m "not chapter and not browser and not slow" $(ARGS)
+
+chromium:  # Debian's browser for tests/test_browser.py (never a browser download); without root it is skipped
+	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || (apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+		echo "could not install Debian's chromium: tests/test_browser.py will skip (CI: fail)"
+
+lock:  # refresh requirements.txt: resolve pyproject.toml's pins (all extras) in a fresh venv, freeze every package
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install -q ".[test,ray]"
+	head -3 requirements.txt > .lock-venv/lock.txt
+	.lock-venv/bin/pip freeze --exclude-editable | grep -iv '^conceptspace' | sed 's/+cpu$$//' >> .lock-venv/lock.txt  # any torch build
+	mv .lock-venv/lock.txt requirements.txt && rm -rf .lock-venv
 
 bench: $(VENV)/.installed
 	$(BIN)/python -m conceptspace.bench $(ARGS)

@@ -2,9 +2,8 @@
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
-
 from conceptspace.config import CELEBA_ATTRIBUTES
+from PIL import Image, ImageDraw
 
 
 def make(root: Path, per_combo: int = 12, seed: int = 0) -> Path:

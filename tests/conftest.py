@@ -1,12 +1,28 @@
-"""Shared fixtures: every test writes into temporary stores, never into the repository's _build."""
+"""Shared fixtures: every test writes into temporary stores, never into the repository's _build.
+Markers (pyproject.toml): each test is marked by what it needs, so `make check` can run the unit tests
+alone (`-m "not chapter and not browser and not slow"`)."""
 import os
 
 import pytest
 import torch
-
 from conceptspace import config
 
 torch.set_num_threads(2)
+
+
+CHAPTER_MODULES = {"test_book", "test_shutdown"}  # they execute chapters or the main command
+SLOW_MODULES = {"test_reliability", "test_sweep", "test_phenomena", "test_celeba", "test_probe"}  # train or kill
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1]
+        if module == "test_browser":
+            item.add_marker(pytest.mark.browser)
+        elif module in CHAPTER_MODULES or "tiny_book" in item.fixturenames:
+            item.add_marker(pytest.mark.chapter)
+        elif module in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

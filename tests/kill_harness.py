@@ -48,7 +48,6 @@ def _temp_files(root: Path) -> list[Path]:
 def kill_and_resume(kills: int, seed: int = 0, log=print) -> dict:
     """Returns kill points tried and survived, and whether the result equals the reference."""
     import torch
-
     from conceptspace import config, store, train
 
     torch.set_num_threads(1)

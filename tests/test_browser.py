@@ -8,6 +8,7 @@ slider or selection must change the rendering, embedded widgets must render. Scr
 import functools
 import http.server
 import json
+import os
 import re
 import shutil
 import threading
@@ -20,7 +21,7 @@ playwright_api = pytest.importorskip("playwright.sync_api")
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "_build" / "test-artifacts"
-# Messages every Jupyter Book 1 page prints, unrelated to our content (ecosystem.md §6).
+# Messages every Jupyter Book 1 page prints, unrelated to our content (book/references.md: stack-browser).
 ALLOWED = (
     "Identifier 'THEBE_JS_URL' has already been declared",  # sphinx-thebe emits its config twice
     "Got invalid theme mode",                                 # pydata-sphinx-theme on first load
@@ -33,7 +34,10 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 @pytest.fixture(scope="module")
 def server(tiny_book):
     if not Path(CHROMIUM).exists():
-        pytest.fail("chromium is not installed: `make test` installs Debian's chromium (apt-get install chromium)")
+        why = "chromium is not installed (Debian: apt-get install chromium; `make test` does it where it can)"
+        if os.environ.get("CI"):
+            pytest.fail(why)  # CI must check the rendered book
+        pytest.skip(why)
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tiny_book["html"]))
     handler.log_message = lambda *a: None
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -67,8 +71,10 @@ def visit(browser, url):
     page.route("**/*", route)
     page.on("console", lambda m: m.type == "error" and log["errors"].append(m.text))
     page.on("pageerror", lambda e: log["errors"].append(str(e)))
-    page.on("requestfinished", lambda req: (log["requests"].append(req.url),
-                                            log.__setitem__("bytes", log["bytes"] + (req.sizes()["responseBodySize"] or 0))))
+    def finished(req):
+        log["requests"].append(req.url)
+        log["bytes"] += req.sizes()["responseBodySize"] or 0
+    page.on("requestfinished", finished)
     page.goto(url, wait_until="load")
     page.wait_for_timeout(2500)
     return page, context, log
@@ -135,7 +141,8 @@ def test_every_page_renders_offline_and_interactively(server, browser, tiny_book
     (ARTIFACTS / "browser_report.json").write_text(json.dumps(report, indent=1))
     print("\npage, charts rendered/total, KB transferred, external requests")
     for r in report:
-        print(f"  {r['page']}: {r['charts_rendered']}/{r['charts']}, {r['kilobytes']} KB, {len(r['external_requests'])}")
+        print(f"  {r['page']}: {r['charts_rendered']}/{r['charts']}, {r['kilobytes']} KB, "
+              f"{len(r['external_requests'])}")
     for r in report:
         assert r["external_requests"] == [], r
         assert r["console_errors"] == [], r

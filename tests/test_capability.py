@@ -2,9 +2,8 @@
 intervention emerges well before naive prompting at the turn, and fails where one seed is late, where
 naive prompting comes first, or where no intervention emerges at a Δc."""
 import numpy as np
-import pytest
 import pandas as pd
-
+import pytest
 from conceptspace import capability, dynamics
 
 NEVER = dynamics.NEVER

@@ -1,12 +1,8 @@
 """CelebA: the loader on a fixture in the standard layout, its errors, and one tiny run end to end."""
+
+import celeba_fixture
 import pytest
 import torch
-
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).parent))
-import celeba_fixture  # noqa: E402
 from conceptspace import celeba, config, data, evaluate, prompting, train
 from conceptspace.store import Store
 
@@ -52,7 +48,8 @@ def test_augmentation_is_seeded_and_in_range(folder):
         (r / "list_attr_celeba.txt").read_text().replace(" 1", " 2", 1)), "line 3 must be a file name and 40 values"),
     (lambda r: (r / "list_attr_celeba.txt").write_text(
         "99" + (r / "list_attr_celeba.txt").read_text()[2:]), "line 1 says 99 images, the file lists 48"),
-    (lambda r: (r / "img_align_celeba" / "000001.jpg").unlink(), "000001.jpg is listed in list_attr_celeba.txt but missing"),
+    (lambda r: (r / "img_align_celeba" / "000001.jpg").unlink(),
+     "000001.jpg is listed in list_attr_celeba.txt but missing"),
 ])
 def test_a_malformed_folder_is_refused_with_the_file_and_the_problem(tmp_path, damage, words):
     root = celeba_fixture.make(tmp_path / "c", per_combo=12)

@@ -4,7 +4,6 @@ import ast
 
 import jupytext
 import pytest
-
 from conceptspace import book
 
 MAX_CELL_LINES = 25

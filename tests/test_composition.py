@@ -1,7 +1,6 @@
 import numpy as np
 import pandas as pd
 import pytest
-
 from conceptspace import composition as comp
 from conceptspace.dynamics import NEVER
 
@@ -20,7 +19,8 @@ def table(learn_at, steps=(0, 100, 200, 300, 400), converge=100):
         for s in steps:
             p = target if s >= at else [0.5 * t for t in target]
             rows.append({"run": "r", "delta_color": 0.8, "delta_background": 0.3, "seed": 0, "step": s,
-                         **{f"p_{c}": v for c, v in zip(CONCEPTS, p)}, **{f"target_{c}": t for c, t in zip(CONCEPTS, target)}})
+                         **{f"p_{c}": v for c, v in zip(CONCEPTS, p)},
+                         **{f"target_{c}": t for c, t in zip(CONCEPTS, target)}})
     t = pd.DataFrame(rows)
     t["class"] = comp.class_codes(t, CONCEPTS)
     return t

@@ -3,7 +3,6 @@ holds and where it fails."""
 import numpy as np
 import pandas as pd
 import pytest
-
 from conceptspace import concept_signal, dynamics, paper
 
 NEVER = dynamics.NEVER

@@ -1,5 +1,4 @@
 import pytest
-
 from conceptspace.config import ConfigError, DataConfig, RunConfig, build, experiment, profile_names
 
 

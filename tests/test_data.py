@@ -1,6 +1,5 @@
 import pytest
 import torch
-
 from conceptspace import data
 from conceptspace.config import DataConfig, build
 
@@ -84,14 +83,16 @@ def test_rendered_disc_has_the_right_color_and_size():
     img = data.render(data.attributes(d, torch.tensor([[1, 0], [1, 1]]), g, jitter=False), 32, g)
     assert img[0, :, 16, 16].tolist() == pytest.approx([0.1, 0.1, 0.9], abs=0.01)   # blue centre
     assert img[0, :, 0, 0].tolist() == pytest.approx([0.9, 0.9, 0.9], abs=0.01)     # background corner
-    fg = lambda x: ((x - 0.9).abs().amax(dim=0) > 0.1).float().mean()  # noqa: E731
+    def fg(x):
+        return ((x - 0.9).abs().amax(dim=0) > 0.1).float().mean()
     assert fg(img[0]) > 2 * fg(img[1])  # large covers more than twice the small disc's area
 
 
 @pytest.mark.parametrize("dc, ds, color_mse, size_mse", [
     (0.1, 0.2, 0.0013, 0.0152), (0.4, 0.4, 0.0296, 0.0554), (0.8, 0.4, 0.1185, 0.0932), (0.2, 0.3, 0.0063, 0.0300)])
 def test_concept_signal_matches_the_papers_pixel_mse(dc, ds, color_mse, size_mse):
-    """spec §1.2 table: class-mean images at 32x32, 128 samples, seed 42."""
+    """The official calc_mse_pix.py values (book/references.md: concept-signal): class-mean images at 32x32, 128
+    samples, seed 42."""
     d = cfg(delta_color=dc, delta_size=ds)
     assert data.concept_signal(d, "color") == pytest.approx(color_mse, rel=0.05)
     assert data.concept_signal(d, "size") == pytest.approx(size_mse, rel=0.05)

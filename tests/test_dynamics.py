@@ -1,7 +1,6 @@
 import numpy as np
 import pandas as pd
 import pytest
-
 from conceptspace import dynamics
 
 
@@ -49,7 +48,7 @@ def test_learning_times_per_run_with_censoring():
     import pandas as pd
     rows = []
     for run, shift in (("a", 0), ("b", 100)):
-        for i, step in enumerate(range(100, 1100, 100)):
+        for step in range(100, 1100, 100):
             rows.append({"run": run, "prompt": "small-blue", "step": step,
                          "acc_color": 1.0 if step > 300 + shift else 0.0, "acc_size": 0.0})
     times = dynamics.learning_times(pd.DataFrame(rows), ("color", "size"), "small-blue", thresholds=(0.9,), sigma=0)

@@ -1,6 +1,5 @@
 import pandas as pd
 import pytest
-
 from conceptspace import config, evaluate, prompting, train
 from conceptspace.store import Store
 

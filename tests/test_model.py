@@ -1,5 +1,4 @@
 import torch
-
 from conceptspace import config, model
 from conceptspace.interventions import applied, direction
 

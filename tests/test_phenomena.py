@@ -1,6 +1,5 @@
 """A phenomenon on a small config: within a few hundred steps the model learns the color concept."""
 import torch
-
 from conceptspace import config, data, evaluate, model, probe, train
 from conceptspace.store import Store
 

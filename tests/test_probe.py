@@ -1,7 +1,6 @@
 """The oracle probe of the cpu profile: accurate on real images of every class, the held-out one included."""
 import pytest
 import torch
-
 from conceptspace import config, data, evaluate, probe
 from conceptspace.store import Store
 

@@ -1,7 +1,6 @@
 """The both-recipes page's analysis (recipes.py) on hand-made concept-space tables."""
 import numpy as np
 import pandas as pd
-
 from conceptspace import config, dynamics, recipes
 
 

@@ -3,15 +3,10 @@ import dataclasses
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
+import kill_harness
 import pytest
-import torch
-
 from conceptspace import book, config, data, evaluate, interventions, model, prompting, sim, store, sweep, train
-
-sys.path.insert(0, str(Path(__file__).parent))
-import kill_harness  # noqa: E402
 
 
 def test_three_kills_including_mid_write_leave_the_run_bit_identical():
@@ -77,13 +72,15 @@ BAD = [  # (what is called, the words the error must contain)
     (stray(**{"data.held_out": [[1, 1], [0, 1]]}), "leaves only one value of 'size'"),
     (stray(**{"data.held_out": [[1, 1, 1]]}), "data.held_out has [1, 1, 1]"),
     (stray(**{"data.held_out": [[1, 1], [1, 1]]}), "lists a class twice"),
-    (stray(**{"data.concepts": ["color", "shape"]}), "data.concepts has 'shape', not a concept of data.dataset = 'shapes'; allowed: ['color', 'size', 'background']"),
+    (stray(**{"data.concepts": ["color", "shape"]}),
+     "data.concepts has 'shape', not a concept of data.dataset = 'shapes'; allowed: ['color', 'size', 'background']"),
     (stray(**{"data.concepts": ["color", "color"]}), "repeats a concept"),
     (stray(**{"model.channels": [0, 16]}), "every level needs at least 1 channel"),
     (stray(**{"model.norm_groups": 5}), "model.norm_groups = 5 must divide every channel count"),
     (stray(**{"train.cond_dropout": 1.0}), "train.cond_dropout = 1.0 is out of range"),
     (stray(**{"eval.sampler_steps": 0}), "eval.sampler_steps = 0 is out of range"),
-    (stray(**{"sweep.delta_color": [0.2, 1.4]}), "sweep.delta_color has 1.4; allowed: 0 < value ≤ 1"),
+    (stray(**{"sweep.delta_color": [0.2, 1.4]}),
+     "sweep.delta_color[1] = 1.4 is out of range; allowed: 0 < sweep.delta_color[1] ≤ 1"),
     (stray(**{"sweep.seeds": [0, 1.5]}), "sweep.seeds[1] = 1.5 must be a whole number"),
     (stray(**{"capability.cond_dropout": 0}), "capability.cond_dropout = 0 is out of range"),
     (stray(**{"capability.long_delta_color": [0.6]}), "capability.long_delta_color has 0.6, which "
@@ -109,7 +106,8 @@ BAD = [  # (what is called, the words the error must contain)
 
 @pytest.mark.parametrize("call, words", BAD, ids=[w[:40] for _, w in BAD])
 def test_bad_input_is_refused_by_name_before_any_compute(call, words, monkeypatch):
-    monkeypatch.setattr(model, "build_model", lambda *a, **k: pytest.fail("compute started"))
+    for user in (model, train, evaluate):  # each module that builds a model, under the name it imported
+        monkeypatch.setattr(user, "build_model", lambda *a, **k: pytest.fail("compute started"))
     with pytest.raises((config.ConfigError, ValueError)) as err:
         call()
     assert words in str(err.value)
@@ -144,11 +142,10 @@ def test_building_html_from_a_subset_needs_every_chapter_executed_once(capsys, t
     ("05_sim_theory", {"overrides": {"sim.n": 0}}, "sim.n = 0 is out of range"),
 ])
 def test_a_bad_notebook_parameter_fails_fast_at_the_top(chapter, params, words, tmp_path):
+    import jupytext
     import nbformat
     import papermill
     from papermill.exceptions import PapermillExecutionError
-
-    import jupytext
     rel = next(n for n in book.toc_files() if n.endswith(chapter))
     src = tmp_path / "in.ipynb"
     nb = jupytext.read(book.source_of(rel))

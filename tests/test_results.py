@@ -2,7 +2,6 @@
 setup (not the library's defaults), and the scorecard built from results files."""
 import numpy as np
 import pytest
-
 from conceptspace import book, config, paper, results
 
 

@@ -2,7 +2,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from conceptspace import paper, sim
 
 bias_free_one_layer = sim.small_init_one_layer
@@ -63,7 +62,7 @@ def test_two_layer_ode_matches_gradient_descent_on_u():
     a = np.array([0.4, 1.0])
     u = np.random.default_rng(1).uniform(0, 0.2, (2, 4))
     lr, steps = 1e-3, 20000
-    w_path, uu = [], torch.tensor(u, requires_grad=True)
+    uu = torch.tensor(u, requires_grad=True)
     big_a = torch.tensor(np.diag(a))
     for _ in range(steps):
         w = uu @ uu.T

@@ -3,7 +3,6 @@ claim's rule on hand-made turn tables where it holds and where it fails."""
 import numpy as np
 import pandas as pd
 import pytest
-
 from conceptspace import dynamics, sudden_turns
 
 NEVER = dynamics.NEVER

@@ -3,7 +3,6 @@ import os
 
 import pytest
 import torch
-
 from conceptspace import config, sweep
 from conceptspace.store import Store
 

@@ -3,7 +3,6 @@ import pickle
 
 import pytest
 import torch
-
 from conceptspace import config, store, train
 
 
@@ -141,7 +140,8 @@ def test_compile_mode_uses_cuda_graphs_only_on_cuda():
     """CUDA graphs (reduce-overhead) on CUDA unless switched off; CPU is eager unless compile is forced,
     and then never asks for CUDA graphs."""
     run, cuda, cpu = tiny(), torch.device("cuda"), torch.device("cpu")
-    mode = lambda dev, **ch: train.compile_mode(run.with_changes(**ch).train, dev)
+    def mode(dev, **ch):
+        return train.compile_mode(run.with_changes(**ch).train, dev)
     assert mode(cuda) == "reduce-overhead" and mode(cuda, **{"train.cuda_graphs": False}) == "default"
     assert mode(cpu) is None and mode(cpu, **{"train.compile": "always"}) == "default"
     assert mode(cuda, **{"train.compile": "never"}) is None
@@ -156,7 +156,8 @@ def test_compile_switch_and_compiled_forward_matches_eager():
     assert train.compiled(model, cfg.train, cpu) is model
     assert train.compiled(model, cfg.with_changes(**{"train.compile": "never"}).train, torch.device("meta")) is model
     fast = train.compiled(model, cfg.with_changes(**{"train.compile": "always"}).train, cpu)
-    assert fast is not model and dict(fast.named_parameters()).keys() >= {"_orig_mod." + k for k, _ in model.named_parameters()}
+    assert fast is not model
+    assert dict(fast.named_parameters()).keys() >= {"_orig_mod." + k for k, _ in model.named_parameters()}
     x, t, h = torch.randn(4, 3, 8, 8), torch.tensor([1, 10, 100, 999]), torch.rand(4, 11)
     with torch.no_grad():
         assert torch.allclose(fast(x, t, h), model(x, t, h), atol=1e-5)

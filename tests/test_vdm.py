@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-
 from conceptspace import config, data, model, train, vdm
 from conceptspace.interventions import applied, direction
 
@@ -23,7 +22,8 @@ def test_each_bound_term_equals_its_closed_form():
     assert vdm.latent_term(x, torch.tensor(10.0)).item() == pytest.approx(bpd * kl, rel=1e-5)
     # z_0/α_0 − x = (σ_0/α_0) ε_0 and (σ_0/α_0)² = e^γ₀
     nll = 3 * (0.5 * math.log(2 * math.pi * 1e-6) + math.exp(-5) / (2 * 1e-6))
-    assert vdm.reconstruction_term(x, torch.tensor(-5.0), torch.ones(1, 3, 1, 1)).item() == pytest.approx(bpd * nll, rel=1e-5)
+    recon = vdm.reconstruction_term(x, torch.tensor(-5.0), torch.ones(1, 3, 1, 1)).item()
+    assert recon == pytest.approx(bpd * nll, rel=1e-5)
     assert vdm.MIN_BPD == pytest.approx(-8.64, abs=0.01)  # the original's reported floor
 
 
@@ -95,9 +95,9 @@ def test_the_latent_edit_acts_on_every_blocks_own_projection():
     with applied(net, [("linear", "blue", 2.0, "large", 0.1)]):
         edited = [p(h).detach() for p in projections]
     for p, e, e2 in zip(projections, before, edited):
-        b, l = direction(p, "blue"), direction(p, "large")
-        e1 = e + 2.0 * (e @ b) * b
-        assert torch.allclose(e2, e1 - 0.1 * (e1 @ l) * l, atol=1e-6)
+        blue, large = direction(p, "blue"), direction(p, "large")
+        e1 = e + 2.0 * (e @ blue) * blue
+        assert torch.allclose(e2, e1 - 0.1 * (e1 @ large) * large, atol=1e-6)
     assert all(torch.equal(p(h), e) for p, e in zip(projections, before))  # hooks removed
 
 

@@ -17,9 +17,7 @@ test: it asserts nothing.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import copy
-import json
 import statistics
 import subprocess
 import sys
@@ -94,7 +92,7 @@ def forward_timing(run, repeats: int, device: torch.device = CPU) -> tuple[float
 def train_timing(run, repeats: int, device: torch.device = CPU) -> float:
     """Median seconds per training step (AdamW, clipping and EMA included), as `train` runs it on `device`."""
     state = _new_state(run, device)
-    train_set = training_set(dataclasses.replace(run, data=dataclasses.replace(run.data, samples_per_class=256)), device)
+    train_set = training_set(run.with_changes(**{"data.samples_per_class": 256}), device)
     objective = loss_function(run)
     return timed(lambda: _train_step(state, train_set, objective, run.train, device), repeats, device=device)
 
@@ -202,7 +200,7 @@ def main(argv=None) -> dict:
         "plain_unet_s_per_step": ref_s, "plain_unet_tflop_per_step": ref_flops / 1e12,
         "plain_unet_fraction_of_gemm_peak": ref_flops / ref_s / 1e9 / out["gemm_gflops"],
         # the original network, estimated on this machine from the ratio measured on the reference CPU
-        # (issue 10: original 2.4 s/step, plain UNet2DModel of the same widths 3.7 s/step)
+        # (references: stack-cpu-cost: original 2.4 s/step, plain UNet2DModel of the same widths 3.7 s/step)
         "original_estimated_s_per_step": ref_s * 2.4 / 3.7,
         "speedup_vs_original_estimated": ref_s * 2.4 / 3.7 / rows[1]["s_per_step"]}
     print(f"reference: {out['reference']}", flush=True)

@@ -20,33 +20,28 @@ from pathlib import Path
 import jupytext
 import nbformat
 import yaml
+from sphinx_external_toc.parsing import FileItem, parse_toc_yaml
 
 from .config import experiment, profile_names
+from .lifetime import own_children
 from .paper import CLAIMS
 from .results import count, read_all, results_dir, show, verdict, versions
 from .store import REPO_ROOT
 
 STAGE = REPO_ROOT / "_build" / "stage"
 SHORT_CELL_SECONDS = 600  # cells not tagged long-running: a papermill stall costs at most this
-WIDGET_CELL_SECONDS = 60  # cells tagged "widget": papermill can stall after widget traffic (ecosystem.md §7)
+WIDGET_CELL_SECONDS = 60  # cells tagged "widget": papermill can stall after widget traffic (ref: stack-papermill)
 
 
 def toc_files(root: Path = REPO_ROOT) -> list[str]:
-    """Every file named in _toc.yml (without extension), in reading order."""
-    toc = yaml.safe_load((root / "_toc.yml").read_text())
-    out = [toc["root"]]
+    """Every file named in _toc.yml (without extension), in reading order, parsed as Jupyter Book parses
+    it (sphinx-external-toc); globs and URLs are not files."""
+    site = parse_toc_yaml(str(root / "_toc.yml"))
 
-    def walk(entries):
-        for e in entries or []:
-            if "file" in e:
-                out.append(e["file"])
-            walk(e.get("sections"))
-            for part in e.get("parts", []):
-                walk(part.get("chapters"))
-    walk(toc.get("chapters"))
-    for part in toc.get("parts", []):
-        walk(part.get("chapters"))
-    return out
+    def walk(doc: str) -> list[str]:
+        return [doc] + [d for tree in site[doc].subtrees for item in tree.items
+                        if isinstance(item, FileItem) for d in walk(item)]
+    return walk(site.root.docname)
 
 
 def is_notebook(path: Path) -> bool:
@@ -240,19 +235,20 @@ def main(argv=None) -> int:
                     "or pass --no-html")
 
     results_dir().mkdir(parents=True, exist_ok=True)
-    seconds = {}
-    for name in names:
-        if name not in wanted:
-            continue
-        print(f"== {name} (profile {args.profile})", flush=True)
-        seconds[name] = execute(name, args.profile, overrides, STAGE, args.timeout)
-        print(f"== {name} done in {seconds[name]:.0f} s", flush=True)
-    stage_pages(STAGE)
-    status_page(STAGE, seconds)
-    scorecard_page(STAGE)
-    if not args.no_html:
-        html = build_html(STAGE)
-        print(f"The book is at {html / 'index.html'}")
+    with own_children():  # stopped, the command ends its kernels and their sweep workers with it
+        seconds = {}
+        for name in names:
+            if name not in wanted:
+                continue
+            print(f"== {name} (profile {args.profile})", flush=True)
+            seconds[name] = execute(name, args.profile, overrides, STAGE, args.timeout)
+            print(f"== {name} done in {seconds[name]:.0f} s", flush=True)
+        stage_pages(STAGE)
+        status_page(STAGE, seconds)
+        scorecard_page(STAGE)
+        if not args.no_html:
+            html = build_html(STAGE)
+            print(f"The book is at {html / 'index.html'}")
     return 0
 
 

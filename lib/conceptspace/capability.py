@@ -68,6 +68,13 @@ def emergence_table(curves: pd.DataFrame, table: pd.DataFrame, guided_runs, held
     return pd.DataFrame(rows)
 
 
+def latent_edit_site(run: RunConfig) -> str:
+    """Where this run's latent edit acts, beside the paper's (each res block's own projection)."""
+    if run.model.recipe == "paper":
+        return "every res block's own conditioning projection, as the paper"
+    return "one shared conditioning embedding (diffusers recipe); the paper edits each block's own"
+
+
 def near(step: float, mark: float) -> bool:
     """Within ±30 % of a marker step (never, where there is no marker or it never came)."""
     return bool(np.isfinite(mark) and abs(step - mark) <= NEAR * mark)

@@ -1,4 +1,5 @@
-"""CelebA: real faces with two binary attributes as the concepts (spec §5; chapter 6).
+"""CelebA: real faces with two binary attributes as the concepts (Park et al. 2024, §6;
+references: celeba; chapter 6).
 
 Reads the standard on-disk layout (`img_align_celeba/*.jpg` and `list_attr_celeba.txt` in one
 folder), which cannot be downloaded here: the user points `data.folder` at it. Images are resized to
@@ -98,7 +99,8 @@ def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     shift (torchvision does not install beside this torch build)."""
     x = images.float() / 255
     n, device = x.shape[0], x.device
-    u = lambda: (torch.rand(n, 1, 1, 1, generator=generator, device=device) * 2 - 1) * 0.1  # noqa: E731
+    def u():
+        return (torch.rand(n, 1, 1, 1, generator=generator, device=device) * 2 - 1) * 0.1
     x = x * (1 + u())                                                    # brightness
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
     x = (x - mean) * (1 + u()) + mean                                    # contrast

@@ -126,7 +126,8 @@ def over_training(df: pd.DataFrame, value: str, color: str = "prompt", title: st
         tooltip=[alt.Tooltip(f"{color}:N"), "step:Q", alt.Tooltip(f"{value}:Q", format=".3f")],
     ).add_params(pick)
     if rule_at is not None:
-        chart = chart + alt.Chart(pd.DataFrame({"y": [rule_at]})).mark_rule(strokeDash=[4, 4], color="gray").encode(y="y:Q")
+        rule = alt.Chart(pd.DataFrame({"y": [rule_at]})).mark_rule(strokeDash=[4, 4], color="gray")
+        chart = chart + rule.encode(y="y:Q")
     return chart.properties(width=width, height=260, title=title)
 
 
@@ -136,7 +137,8 @@ def with_ci(df: pd.DataFrame, x: str, y: str, lo: str, hi: str, color: str, titl
     """Points with confidence intervals, one colour per group; click the legend to isolate one."""
     pick = alt.selection_point(fields=[color], bind="legend")
     # a log axis spans the data (vega's "nice" log domain would pad it to whole decades)
-    scale = lambda log: alt.Scale(type="log", nice=False, padding=8) if log else alt.Scale(zero=False)  # noqa: E731
+    def scale(log):
+        return alt.Scale(type="log", nice=False, padding=8) if log else alt.Scale(zero=False)
     base = alt.Chart(df).encode(
         x=alt.X(f"{x}:Q", scale=scale(log_x), title=x_title or x),
         color=alt.Color(f"{color}:N"), opacity=alt.condition(pick, alt.value(1), alt.value(0.15)))
@@ -179,10 +181,12 @@ def image_grid(rows: list, row_labels: list[str], col_labels: list[str] | None =
             tiles = "".join(f'<img src="data:image/png;base64,{_png(a, scale)}" alt="{html.escape(alt_text or label)}" '
                             f'style="margin:1px;image-rendering:pixelated">' for a in arr)
             imgs.append(f"<td style='padding:2px'>{tiles}</td>")
-        cells.append(f"<tr><th style='text-align:right;padding-right:6px'>{html.escape(label)}</th>{''.join(imgs)}</tr>")
+        th = f"<th style='text-align:right;padding-right:6px'>{html.escape(label)}</th>"
+        cells.append(f"<tr>{th}{''.join(imgs)}</tr>")
     head = ""
     if col_labels:
-        head = "<tr><th></th>" + "".join(f"<th style='font-weight:normal'>{html.escape(c)}</th>" for c in col_labels) + "</tr>"
+        ths = "".join(f"<th style='font-weight:normal'>{html.escape(c)}</th>" for c in col_labels)
+        head = f"<tr><th></th>{ths}</tr>"
     cap = f"<caption style='caption-side:bottom'>{html.escape(caption)}</caption>" if caption else ""
     return HTMLGrid(f"<table class='concept-grid'>{cap}{head}{''.join(cells)}</table>")
 

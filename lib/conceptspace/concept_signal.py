@@ -85,7 +85,8 @@ def never_learned(color_speeds: pd.DataFrame, max_delta_color: float) -> dict:
     on both sides; the grid's Δc censored in every seed are listed."""
     weak = color_speeds[color_speeds.delta_color <= max_delta_color]
     strong = color_speeds[color_speeds.delta_color > max_delta_color]
-    ok = bool(len(weak) and len(strong)) and bool((weak.censored == weak.seeds).all()) and bool((strong.censored == 0).all())
+    ok = (bool(len(weak) and len(strong)) and bool((weak.censored == weak.seeds).all())
+          and bool((strong.censored == 0).all()))
     return {"never": color_speeds[color_speeds.censored == color_speeds.seeds].delta_color.tolist(), "holds": ok,
             "censored": dict(zip(color_speeds.delta_color, color_speeds.censored))}
 

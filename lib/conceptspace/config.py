@@ -1,8 +1,9 @@
 """Every setting of an experiment, validated into frozen dataclasses before any compute.
 
-Defaults are the paper's setup (Park et al. 2024, spec §1-3); a profile (`profiles/<name>.yaml`)
-changes sizes, never logic. Bad input raises `ConfigError` naming the setting, the value and what is
-allowed, so a typo in a notebook's parameters cell fails in its first cell, not an hour later.
+Defaults are the paper's setup (Park et al. 2024, §3, as the official code runs it; references: data,
+model); a profile (`profiles/<name>.yaml`) changes sizes, never logic. Bad input raises `ConfigError`
+naming the setting, the value and what is allowed, so a typo in a notebook's parameters cell fails in
+its first cell, not an hour later.
 """
 from __future__ import annotations
 
@@ -18,6 +19,10 @@ import yaml
 
 PROFILES_DIR = Path(__file__).resolve().parents[2] / "profiles"
 CONCEPTS = ("color", "size", "background")
+# The largest signal of each concept: RGB and grey separations in [0, 1]; radii stay inside the image.
+COLOR = dict(lo=0, lo_open=True, hi=1)       # Δc
+SIZE = dict(lo=0, lo_open=True, hi=0.6)        # Δs
+BACKGROUND = dict(lo=0, lo_open=True, hi=1)  # Δb
 # The 40 attributes of CelebA's list_attr_celeba.txt, usable as concepts of real faces (chapter 6).
 CELEBA_ATTRIBUTES = (
     "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs", "Big_Lips", "Big_Nose",
@@ -54,25 +59,61 @@ class _Validated:
                 continue
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             object.__setattr__(self, f.name, _coerce(value, default, f.metadata, f"{self._prefix}{f.name}"))
-        _cross_check(self, self._prefix)
+        self._check(self._prefix)
+
+    def _check(self, prefix: str) -> None:
+        """Constraints between this section's settings (each value's own range is checked above)."""
 
 
 @dataclass(frozen=True)
 class DataConfig(_Validated):
-    """The image generator (spec §1): one blurred disc on a light background."""
+    """The image generator (references: data-renderer): one blurred disc on a light background."""
     _prefix = "data."
     dataset: str = _knob("shapes", choices=("shapes", "celeba"), doc="rendered discs, or real faces from a folder",
                          added=True)
     folder: str = _knob("", doc="celeba: the folder holding img_align_celeba/ and list_attr_celeba.txt", added=True)
-    concepts: tuple = _knob(("color", "size"),  # allowed values depend on data.dataset: _cross_check
+    concepts: tuple = _knob(("color", "size"),  # allowed values depend on data.dataset: _check
                             doc="concepts, in class-index order (celeba: two attribute names)")
-    delta_color: float = _knob(0.4, lo=0, hi=1, lo_open=True, doc="Δc: RGB separation of red and blue")
-    delta_size: float = _knob(0.4, lo=0, hi=0.6, lo_open=True, doc="Δs: radius separation of large and small")
-    delta_background: float = _knob(0.3, lo=0, hi=1, lo_open=True, doc="Δb: grey separation of light and dark")
+    delta_color: float = _knob(0.4, **COLOR, doc="Δc: RGB separation of red and blue")
+    delta_size: float = _knob(0.4, **SIZE, doc="Δs: radius separation of large and small")
+    delta_background: float = _knob(0.3, **BACKGROUND, doc="Δb: grey separation of light and dark")
     held_out: tuple = _knob(((1, 1),), doc="classes never shown in training (value index per concept)")
     resolution: int = _knob(32, choices=(8, 16, 32, 64), doc="pixels per side (shapes: rendered at 32, then pooled)")
     nuisance: float = _knob(1.0, lo=0, hi=1, doc="fraction of the paper's position and background variation")
     samples_per_class: int = _knob(2048, lo=8, hi=1_000_000, doc="training images per training class")
+
+    def _check(self, prefix: str) -> None:
+        n = len(self.concepts)
+        allowed = CONCEPTS if self.dataset == "shapes" else CELEBA_ATTRIBUTES
+        bad = [c for c in self.concepts if c not in allowed]
+        if bad:
+            raise ConfigError(f"{prefix}concepts has {bad[0]!r}, not a concept of data.dataset = "
+                              f"{self.dataset!r}; allowed: {list(allowed)}")
+        if self.dataset == "shapes" and self.resolution > 32:
+            raise ConfigError(f"{prefix}resolution = {self.resolution}: the shapes are rendered at 32 pixels; "
+                              f"allowed: one of [8, 16, 32]")
+        if self.dataset == "celeba":
+            if n != 2:
+                raise ConfigError(f"{prefix}concepts = {list(self.concepts)}: CelebA runs take two attributes")
+            if not self.folder or not Path(self.folder).is_dir():
+                raise ConfigError(f"{prefix}folder = {self.folder!r} is not a folder; data.dataset = 'celeba' needs "
+                                  f"the folder holding img_align_celeba/ and list_attr_celeba.txt")
+        if len(set(self.concepts)) != n:
+            raise ConfigError(f"{prefix}concepts = {list(self.concepts)} repeats a concept")
+        classes = 2 ** n
+        for cls_ in self.held_out:
+            if len(cls_) != n or any(v not in (0, 1) for v in cls_):
+                raise ConfigError(f"{prefix}held_out has {list(cls_)}; each held-out class needs {n} value "
+                                  f"indices in {{0, 1}}, one per concept in {list(self.concepts)}")
+        if len(set(self.held_out)) != len(self.held_out):
+            raise ConfigError(f"{prefix}held_out = {to_dict(self.held_out)} lists a class twice")
+        if len(self.held_out) >= classes:
+            raise ConfigError(f"{prefix}held_out holds out all {classes} classes; at least one must be trained on")
+        train = [c for c in _all_classes(n) if c not in self.held_out]
+        for i, concept in enumerate(self.concepts):
+            if len({c[i] for c in train}) < 2:
+                raise ConfigError(f"{prefix}held_out = {to_dict(self.held_out)} leaves only one value of "
+                                  f"{concept!r} in training; every value must be seen in some training class")
 
 
 @dataclass(frozen=True)
@@ -84,7 +125,8 @@ class ModelConfig(_Validated):
                             "its time embedding; paper: the original's VDM with a learned schedule and its network "
                             "with separate time and conditioning MLPs in every res block (vdm.py, paper_unet.py)")
     channels: tuple = _knob((64, 128, 256), doc="channels per resolution level")
-    layers_per_block: int = _knob(2, lo=1, hi=4, doc="res blocks per level (diffusers recipe: the decoder has one more)")
+    layers_per_block: int = _knob(2, lo=1, hi=4,
+                                  doc="res blocks per level (diffusers recipe: the decoder has one more)")
     attention: bool = _knob(True, doc="self-attention in the mid block")
     attention_last_level: bool = _knob(False, doc="self-attention in the lowest-resolution level too", added=True)
     norm_groups: int = _knob(8, lo=1, hi=64, doc="GroupNorm groups; must divide every channel count")
@@ -93,10 +135,24 @@ class ModelConfig(_Validated):
                                 "the original network's 2x2 stride-2 conv down and 2x2 transposed conv up")
     dropout: float = _knob(0.0, lo=0, hi=0.5, hi_open=True, doc="dropout inside res blocks")
 
+    def _check(self, prefix: str) -> None:
+        if self.recipe == "paper" and self.attention_last_level:
+            raise ConfigError(f"{prefix}attention_last_level = True: the paper's network has attention in its mid "
+                              f"block only; allowed with {prefix}recipe = 'paper': false")
+        if min(self.channels) < 1:
+            raise ConfigError(f"{prefix}channels = {list(self.channels)}: every level needs at least 1 channel")
+        bad = [c for c in self.channels if c % self.norm_groups]
+        if bad:
+            raise ConfigError(f"{prefix}norm_groups = {self.norm_groups} must divide every channel count "
+                              f"in {prefix}channels = {list(self.channels)}")
+        if not 2 <= len(self.channels) <= 4:
+            raise ConfigError(f"{prefix}channels = {list(self.channels)} must list 2 to 4 levels")
+
 
 @dataclass(frozen=True)
 class TrainConfig(_Validated):
-    """Optimization and checkpoints (spec §2.3); DDPM ε-prediction instead of the paper's VDM."""
+    """Optimization and checkpoints (references: train-optimizer, train-checkpoints); DDPM ε-prediction
+    instead of the paper's VDM."""
     _prefix = "train."
     steps: int = _knob(20_000, lo=1, hi=10_000_000, doc="optimizer steps")
     batch_size: int = _knob(64, lo=1, hi=4096, doc="images per step")
@@ -121,7 +177,7 @@ class TrainConfig(_Validated):
 
 @dataclass(frozen=True)
 class EvalConfig(_Validated):
-    """Concept-space evaluation at each checkpoint (spec §3.2): fixed noise, every class prompt."""
+    """Concept-space evaluation at each checkpoint (references: concept-space): fixed noise, every class prompt."""
     _prefix = "eval."
     sampler_steps: int = _knob(50, lo=1, hi=1000, doc="DDIM steps per sample")
     samples_per_class: int = _knob(32, lo=1, hi=4096, doc="samples per training-class prompt")
@@ -133,15 +189,21 @@ class EvalConfig(_Validated):
 
 @dataclass(frozen=True)
 class ProbeConfig(_Validated):
-    """The oracle concept classifier (spec §3.1): trained on all classes over a range of signals."""
+    """The oracle concept classifier (references: probe): trained on all classes over a range of signals."""
     _prefix = "probe."
     steps: int = _knob(1500, lo=1, hi=1_000_000, doc="training steps")
     batch_size: int = _knob(128, lo=8, hi=4096, doc="images per step")
     width: int = _knob(32, lo=4, hi=256, doc="channels of the first conv layer")
-    delta_color_range: tuple = _knob((0.1, 0.9), doc="Δc drawn uniformly from this range")
-    delta_size_range: tuple = _knob((0.2, 0.4), doc="Δs drawn uniformly from this range")
-    delta_background_range: tuple = _knob((0.1, 0.6), doc="Δb drawn uniformly from this range")
+    delta_color_range: tuple = _knob((0.1, 0.9), **COLOR, doc="Δc drawn uniformly from this range [lo, hi]")
+    delta_size_range: tuple = _knob((0.2, 0.4), **SIZE, doc="Δs drawn uniformly from this range [lo, hi]")
+    delta_background_range: tuple = _knob((0.1, 0.6), **BACKGROUND, doc="Δb drawn uniformly from this range [lo, hi]")
     seed: int = _knob(0, lo=0, hi=2**31 - 1, doc="seeds the probe's data and weights")
+
+    def _check(self, prefix: str) -> None:
+        for name in ("delta_color_range", "delta_size_range", "delta_background_range"):
+            pair = getattr(self, name)
+            if len(pair) != 2 or pair[0] > pair[1]:
+                raise ConfigError(f"{prefix}{name} = {list(pair)}; allowed: [lo, hi] with lo ≤ hi")
 
 
 @dataclass(frozen=True)
@@ -149,9 +211,9 @@ class SweepConfig(_Validated):
     """A grid of runs around the profile's run (chapter 2): every combination of these values."""
     _prefix = "sweep."
     delta_color: tuple = _knob((0.1, 0.137, 0.174, 0.211, 0.247, 0.284, 0.321, 0.358, 0.395, 0.432, 0.468,
-                                0.505, 0.542, 0.579, 0.616, 0.653, 0.689, 0.726, 0.763, 0.8),
+                                0.505, 0.542, 0.579, 0.616, 0.653, 0.689, 0.726, 0.763, 0.8), **COLOR,
                                doc="Δc values (the paper's col_sweep: 20 values from 0.1 to 0.8)")
-    delta_size: tuple = _knob((0.4,), doc="Δs values")
+    delta_size: tuple = _knob((0.4,), **SIZE, doc="Δs values")
     seeds: tuple = _knob((0, 100, 200, 300, 400), doc="training seeds")
     workers: int = _knob(0, lo=0, hi=1024, doc="parallel runs (0: one per CPU core; on CUDA, 4 per GPU)")
     threads: int = _knob(0, lo=0, hi=1024, doc="torch threads per run (0: cores / workers)")
@@ -159,27 +221,36 @@ class SweepConfig(_Validated):
 
 @dataclass(frozen=True)
 class CapabilityConfig(_Validated):
-    """Chapter 4's runs and interventions (spec §4). Defaults: the paper's prompting sweep."""
+    """Chapter 4's runs and interventions (Park et al. 2024, §5; references: interventions). Defaults: the
+    paper's prompting sweep."""
     _prefix = "capability."
-    delta_color: tuple = _knob((0.175, 0.2, 0.225, 0.25, 0.275, 0.3), doc="Δc values of the runs probed")
+    delta_color: tuple = _knob((0.175, 0.2, 0.225, 0.25, 0.275, 0.3), **COLOR, doc="Δc values of the runs probed")
     seeds: tuple = _knob((0, 100, 200, 300, 400), doc="training seeds")
     steps: int = _knob(15000, lo=0, hi=10_000_000, doc="run length (0: the profile's, reusing chapter 2's runs)")
-    long_delta_color: tuple = _knob((), item=0.3, doc="more Δc values, probed in their own longer runs: a weak "
-                                    "color signal turns toward blue only after the profile's run length")
+    long_delta_color: tuple = _knob((), item=0.3, **COLOR,
+                                    doc="more Δc values, probed in their own longer runs: a weak color signal "
+                                        "turns toward blue only after the profile's run length")
     long_steps: int = _knob(4000, lo=1, hi=10_000_000, doc="run length of the long_delta_color runs")
     long_checkpoints: int = _knob(20, lo=2, hi=1000, doc="checkpoints per long_delta_color run")
     samples: int = _knob(64, lo=1, hi=4096, doc="samples per intervention prompt")
     alphas: tuple = _knob((0.1, 1.0, 2.0), doc="latent edit strengths α")
     beta: float = _knob(0.1, lo=0, hi=10, doc="latent edit suppression β")
     guidance: tuple = _knob((0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 7.0), doc="classifier-free guidance weights")
-    guidance_delta_color: tuple = _knob((0.2,), doc="Δc of the runs trained with conditioning dropout")
+    guidance_delta_color: tuple = _knob((0.2,), **COLOR, doc="Δc of the runs trained with conditioning dropout")
     guidance_seeds: tuple = _knob((0, 100, 200, 300, 400), doc="seeds of the guidance runs")
     cond_dropout: float = _knob(0.1, lo=0, hi=1, lo_open=True, hi_open=True, doc="P(null prompt) in guidance runs")
+
+    def _check(self, prefix: str) -> None:
+        twice = sorted(set(self.long_delta_color) & set(self.delta_color))
+        if twice:
+            raise ConfigError(f"{prefix}long_delta_color has {twice[0]}, which {prefix}delta_color also has; "
+                              f"allowed: values not in {prefix}delta_color = {list(self.delta_color)}")
 
 
 @dataclass(frozen=True)
 class SimConfig(_Validated):
-    """Chapter 5's SIM experiments (spec sim §1.3-1.4): SGD on the identity task, and the theory."""
+    """Chapter 5's SIM experiments (Yang et al. 2024, App. F.1; references: sim-code): SGD on the identity
+    task, and the theory."""
     _prefix = "sim."
     n: int = _knob(5000, lo=10, hi=1_000_000, doc="points per cluster")
     dim: int = _knob(64, lo=2, hi=4096, doc="ambient dimension")
@@ -193,11 +264,11 @@ class SimConfig(_Validated):
 
 @dataclass(frozen=True)
 class MultiConfig(_Validated):
-    """Chapter 6's three-concept runs (spec §1.3): color, size and background on a 2×2×2 grid."""
+    """Chapter 6's three-concept runs (references: data-multi): color, size and background on a 2×2×2 grid."""
     _prefix = "multi."
-    delta_color: tuple = _knob((0.2, 0.4, 0.6), doc="Δc values")
-    delta_size: float = _knob(0.35, lo=0, hi=0.6, lo_open=True, doc="Δs")
-    delta_background: tuple = _knob((0.1, 0.2, 0.3), doc="Δb values")
+    delta_color: tuple = _knob((0.2, 0.4, 0.6), **COLOR, doc="Δc values")
+    delta_size: float = _knob(0.35, **SIZE, doc="Δs")
+    delta_background: tuple = _knob((0.1, 0.2, 0.3), **BACKGROUND, doc="Δb values")
     seeds: tuple = _knob((0, 100, 200, 300, 400), doc="training seeds")
     steps: int = _knob(40000, lo=1, hi=10_000_000, doc="run length (the paper's 2×2×2 runs: 40k)")
     checkpoints: int = _knob(120, lo=2, hi=1000, doc="checkpoints per run")
@@ -205,7 +276,8 @@ class MultiConfig(_Validated):
 
 @dataclass(frozen=True)
 class CelebAConfig(_Validated):
-    """Chapter 6's real-data run (spec §5): two CelebA attributes, one combination held out."""
+    """Chapter 6's real-data run (Park et al. 2024, §6; references: celeba): two CelebA attributes, one
+    combination held out."""
     _prefix = "celeba."
     folder: str = _knob("", doc="folder with img_align_celeba/ and list_attr_celeba.txt ('' = $CONCEPTSPACE_CELEBA)")
     attributes: tuple = _knob(("Male", "Smiling"), choices=CELEBA_ATTRIBUTES, doc="the two concepts")
@@ -227,6 +299,19 @@ class RunConfig(_Validated):
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def _check(self, prefix: str) -> None:
+        levels = len(self.model.channels)
+        if self.data.resolution % 2 ** (levels - 1) or self.data.resolution // 2 ** (levels - 1) < 2:
+            raise ConfigError(f"data.resolution = {self.data.resolution} cannot pass through "
+                              f"{levels} UNet levels (model.channels = {list(self.model.channels)}); "
+                              f"it must be divisible by {2 ** (levels - 1)} and leave at least 2 pixels")
+        if self.model.recipe == "paper" and self.train.timesteps != TrainConfig.timesteps:
+            raise ConfigError(f"train.timesteps = {self.train.timesteps}: model.recipe = 'paper' trains in continuous "
+                              f"time, so a number of timesteps has no meaning; leave it at {TrainConfig.timesteps}")
+        if self.train.first_checkpoint > self.train.steps:
+            raise ConfigError(f"train.first_checkpoint = {self.train.first_checkpoint} is after the last step "
+                              f"(train.steps = {self.train.steps}); allowed: 1 ≤ train.first_checkpoint ≤ train.steps")
 
     def run_id(self) -> str:
         return stable_hash(_identity(self))
@@ -369,8 +454,9 @@ def _coerce(value, default, meta, name):
                 if meta["choices"] is not None and v not in meta["choices"]:
                     raise ConfigError(f"{name} has {v!r}; allowed: {list(meta['choices'])}")
             return tuple(value)
-        return tuple(_check_number(v, type(sample), {**meta, "lo": 0, "lo_open": False, "choices": None},
-                                   f"{name}[{i}]") for i, v in enumerate(value))
+        entry = {**meta, "choices": None} if meta["lo"] is not None else {**meta, "lo": 0, "lo_open": False,
+                                                                          "choices": None}
+        return tuple(_check_number(v, type(sample), entry, f"{name}[{i}]") for i, v in enumerate(value))
     raise ConfigError(f"{name}: unsupported setting type {type(default).__name__}")
 
 
@@ -400,90 +486,6 @@ def build(cls, values: dict | None, prefix: str = ""):
         else:
             kwargs[name] = values[name]
     return cls(**kwargs)  # each section validates itself in __post_init__
-
-
-def _cross_check(obj, prefix):
-    """Constraints between settings of one section."""
-    if isinstance(obj, DataConfig):
-        n = len(obj.concepts)
-        allowed = CONCEPTS if obj.dataset == "shapes" else CELEBA_ATTRIBUTES
-        bad = [c for c in obj.concepts if c not in allowed]
-        if bad:
-            raise ConfigError(f"{prefix}concepts has {bad[0]!r}, not a concept of data.dataset = "
-                              f"{obj.dataset!r}; allowed: {list(allowed)}")
-        if obj.dataset == "shapes" and obj.resolution > 32:
-            raise ConfigError(f"{prefix}resolution = {obj.resolution}: the shapes are rendered at 32 pixels; "
-                              f"allowed: one of [8, 16, 32]")
-        if obj.dataset == "celeba":
-            if n != 2:
-                raise ConfigError(f"{prefix}concepts = {list(obj.concepts)}: CelebA runs take two attributes")
-            from pathlib import Path
-            if not obj.folder or not Path(obj.folder).is_dir():
-                raise ConfigError(f"{prefix}folder = {obj.folder!r} is not a folder; data.dataset = 'celeba' needs "
-                                  f"the folder holding img_align_celeba/ and list_attr_celeba.txt")
-        if len(set(obj.concepts)) != n:
-            raise ConfigError(f"{prefix}concepts = {list(obj.concepts)} repeats a concept")
-        classes = 2 ** n
-        for cls_ in obj.held_out:
-            if len(cls_) != n or any(v not in (0, 1) for v in cls_):
-                raise ConfigError(f"{prefix}held_out has {list(cls_)}; each held-out class needs {n} value "
-                                  f"indices in {{0, 1}}, one per concept in {list(obj.concepts)}")
-        if len(set(obj.held_out)) != len(obj.held_out):
-            raise ConfigError(f"{prefix}held_out = {to_dict(obj.held_out)} lists a class twice")
-        if len(obj.held_out) >= classes:
-            raise ConfigError(f"{prefix}held_out holds out all {classes} classes; at least one must be trained on")
-        train = [c for c in _all_classes(n) if c not in obj.held_out]
-        for i, concept in enumerate(obj.concepts):
-            if len({c[i] for c in train}) < 2:
-                raise ConfigError(f"{prefix}held_out = {to_dict(obj.held_out)} leaves only one value of "
-                                  f"{concept!r} in training; every value must be seen in some training class")
-    if isinstance(obj, ModelConfig):
-        if obj.recipe == "paper" and obj.attention_last_level:
-            raise ConfigError(f"{prefix}attention_last_level = True: the paper's network has attention in its mid "
-                              f"block only; allowed with {prefix}recipe = 'paper': false")
-        if min(obj.channels) < 1:
-            raise ConfigError(f"{prefix}channels = {list(obj.channels)}: every level needs at least 1 channel")
-        bad = [c for c in obj.channels if c % obj.norm_groups]
-        if bad:
-            raise ConfigError(f"{prefix}norm_groups = {obj.norm_groups} must divide every channel count "
-                              f"in {prefix}channels = {list(obj.channels)}")
-        if not 2 <= len(obj.channels) <= 4:
-            raise ConfigError(f"{prefix}channels = {list(obj.channels)} must list 2 to 4 levels")
-    if isinstance(obj, RunConfig):
-        levels = len(obj.model.channels)
-        if obj.data.resolution % 2 ** (levels - 1) or obj.data.resolution // 2 ** (levels - 1) < 2:
-            raise ConfigError(f"data.resolution = {obj.data.resolution} cannot pass through "
-                              f"{levels} UNet levels (model.channels = {list(obj.model.channels)}); "
-                              f"it must be divisible by {2 ** (levels - 1)} and leave at least 2 pixels")
-        if obj.model.recipe == "paper" and obj.train.timesteps != TrainConfig.timesteps:
-            raise ConfigError(f"train.timesteps = {obj.train.timesteps}: model.recipe = 'paper' trains in continuous "
-                              f"time, so a number of timesteps has no meaning; leave it at {TrainConfig.timesteps}")
-        if obj.train.first_checkpoint > obj.train.steps:
-            raise ConfigError(f"train.first_checkpoint = {obj.train.first_checkpoint} is after the last step "
-                              f"(train.steps = {obj.train.steps}); allowed: 1 ≤ train.first_checkpoint ≤ train.steps")
-    if isinstance(obj, (SweepConfig, CapabilityConfig, MultiConfig)):
-        for name, top in (("delta_color", 1), ("delta_size", 0.6), ("guidance_delta_color", 1),
-                          ("long_delta_color", 1), ("delta_background", 1)):
-            if not isinstance(getattr(obj, name, None), tuple):
-                continue
-            bad = [v for v in getattr(obj, name) if not 0 < v <= top]
-            if bad:
-                raise ConfigError(f"{prefix}{name} has {bad[0]}; allowed: 0 < value ≤ {top}")
-        twice = sorted(set(getattr(obj, "long_delta_color", ())) & set(obj.delta_color))
-        if twice:
-            raise ConfigError(f"{prefix}long_delta_color has {twice[0]}, which {prefix}delta_color also has; "
-                              f"allowed: values not in {prefix}delta_color = {list(obj.delta_color)}")
-        for name in ("seeds", "guidance_seeds"):
-            bad = [v for v in getattr(obj, name, ()) if not float(v).is_integer()]
-            if bad:
-                raise ConfigError(f"{prefix}{name} has {bad[0]}; allowed: whole numbers ≥ 0")
-    if isinstance(obj, ProbeConfig):
-        for name, (lo, hi), top in (("delta_color_range", obj.delta_color_range, 1),
-                                    ("delta_size_range", obj.delta_size_range, 0.6),
-                                    ("delta_background_range", obj.delta_background_range, 1)):
-            if len(getattr(obj, name)) != 2 or not 0 < lo <= hi <= top:
-                raise ConfigError(f"{prefix}{name} = {list(getattr(obj, name))}; allowed: [lo, hi] "
-                                  f"with 0 < lo ≤ hi ≤ {top}")
 
 
 def _all_classes(n):

@@ -1,4 +1,4 @@
-"""The concept-structured image generator (spec §1) and concept signal in pixel space.
+"""The concept-structured image generator (Park et al. 2024, §3; references: data) and concept signal in pixel space.
 
 One disc with a blurred edge on a light background. Concepts are color (red/blue), size
 (large/small) and, in the 3-concept setting, background (light/dark). The concept signal Δ of a
@@ -55,7 +55,7 @@ def cond_dim(data: DataConfig) -> int:
 
 
 def _concept_mean(data: DataConfig, concept: str, value: torch.Tensor) -> torch.Tensor:
-    """Mean attribute of a concept value (spec §1.2): RGB for color/background, radius for size."""
+    """Mean attribute of a concept value (references: data-concepts): RGB for color/background, radius for size."""
     v = value.float()[:, None]  # 0 or 1
     if concept == "color":
         h = data.delta_color / 2
@@ -77,7 +77,8 @@ def attributes(data: DataConfig, classes: torch.Tensor, generator: torch.Generat
     and the grey background are nuisances, scaled by `data.nuisance` (1 = the paper's).
     """
     n = classes.shape[0]
-    u = lambda *shape: torch.rand(*shape, generator=generator)  # noqa: E731
+    def u(*shape):
+        return torch.rand(*shape, generator=generator)
     col = classes[:, data.concepts.index("color")] if "color" in data.concepts else torch.zeros(n, dtype=torch.long)
     siz = classes[:, data.concepts.index("size")] if "size" in data.concepts else torch.zeros(n, dtype=torch.long)
     color = _concept_mean(data, "color", col)
@@ -109,7 +110,6 @@ def render(attrs: dict, resolution: int, generator: torch.Generator | None = Non
     """Images (N, 3, R, R) in [0, 1]: a hard disc mask, blurred by σ = 1 px at 32 px, then pooled."""
     device = torch.device(device)
     a = {k: v.to(device) for k, v in attrs.items()}
-    n = a["radius"].shape[0]
     grid = torch.linspace(-1, 1, RENDER_SIZE, device=device)
     # Axis 0 is the paper's x coordinate (meshgrid indexing="ij").
     dx = grid[None, :, None] - a["position"][:, 0, None, None]
@@ -127,7 +127,7 @@ def render(attrs: dict, resolution: int, generator: torch.Generator | None = Non
 
 
 def conditioning(data: DataConfig, attrs: dict) -> torch.Tensor:
-    """The 11-value conditioning vector holding each image's own attribute values (spec §1.4)."""
+    """The 11-value conditioning vector holding each image's own attribute values (references: data-conditioning)."""
     n = attrs["radius"].shape[0]
     h = torch.zeros(n, COND_DIM)
     if "color" in data.concepts:
@@ -140,7 +140,7 @@ def conditioning(data: DataConfig, attrs: dict) -> torch.Tensor:
 
 
 def class_prompt(data: DataConfig, cls) -> torch.Tensor:
-    """The conditioning vector of a class's mean values: the naive prompt for that class (spec §4.1)."""
+    """The conditioning vector of a class's mean values: the naive prompt for that class (references: naive-prompt)."""
     classes = torch.tensor([cls])
     if data.dataset == "celeba":
         from .celeba import conditioning as one_hot
@@ -220,7 +220,8 @@ def mean_images(data: DataConfig, cls, n: int, seed: int) -> torch.Tensor:
 
 
 def concept_signal(data: DataConfig, concept: str, n: int = 128, seed: int = 42) -> float:
-    """Pixel MSE between images that differ only in `concept` (spec §1.2, `calc_mse_pix.py`).
+    """Pixel MSE between images that differ only in `concept` (the official `scripts/calc_mse_pix.py`;
+    references: concept-signal).
 
     Both classes are drawn at their means with identical positions and background; the other
     concepts sit at value 0 (so color compares large-red with large-blue).

@@ -16,7 +16,6 @@ import pandas as pd
 from scipy import stats
 from scipy.ndimage import binary_erosion, gaussian_filter1d
 
-
 NEVER = math.inf  # the step of something that never happened within the run
 
 
@@ -38,9 +37,10 @@ def smooth(values, sigma: float) -> np.ndarray:
 
 
 def learning_time(steps, accuracy, threshold: float = 0.9, sigma: float = 1.5, for_good: bool = True) -> Crossing:
-    """The paper's learning time (spec §3.3): smooth accuracy over checkpoints (σ = 1.5), then the
-    first checkpoint whose neighbours on both sides are also above `threshold` (a binary erosion
-    with a width-3 structure; the first and last checkpoints cannot qualify). Censored if never.
+    """The paper's learning time (Park et al. 2024, §4.1; references: learning-time): smooth accuracy over
+    checkpoints (σ = 1.5), then the first checkpoint whose neighbours on both sides are also above
+    `threshold` (a binary erosion with a width-3 structure; the first and last checkpoints cannot
+    qualify). Censored if never.
 
     `for_good` (our default) keeps only such checkpoints after the curve's last dip below the
     threshold. Why: the first checkpoints' samples are still blobs that the probe may read as either
@@ -206,21 +206,21 @@ def speed_along(steps, points, sigma: float = 1.0) -> np.ndarray:
 
 
 def saturation_step(steps, distances_sq, threshold: float = 0.01) -> Crossing:
-    """Training saturation (spec §3.4): the first checkpoint where the mean squared distance of the
+    """Training saturation (references: turns): the first checkpoint where the mean squared distance of the
     training classes to their corners falls below `threshold`."""
     return first_above(steps, -np.asarray(distances_sq), -threshold)
 
 
 def training_saturation(cs: pd.DataFrame, train_prompts, concepts, threshold: float = 0.01) -> Crossing:
     """`saturation_step` of one run's concept-space table: its training classes' mean squared distance
-    to their corners, over checkpoints (the original code's marker of the turn, spec §3.4)."""
+    to their corners, over checkpoints (the original code's marker of the turn; references: turns)."""
     tr = cs[cs.prompt.isin(list(train_prompts))]
     dist = sum((tr[f"p_{c}"] - tr[f"target_{c}"]) ** 2 for c in concepts).groupby(tr.step).mean()
     return saturation_step(dist.index, dist.values, threshold)
 
 
 def capability(cs: pd.DataFrame, target: dict, keys=("run",)) -> pd.DataFrame:
-    """The held-out class's capability under each prompting method, per checkpoint (spec §4.2):
+    """The held-out class's capability under each prompting method, per checkpoint (references: over-prompting):
     the best of the method's prompts by `prod` (mean P(target value) multiplied over concepts).
     `target` maps each concept to the held-out class's value, e.g. {"color": 1, "size": 1}."""
     mask = np.logical_and.reduce([cs[f"target_{c}"] == v for c, v in target.items()])
@@ -229,6 +229,7 @@ def capability(cs: pd.DataFrame, target: dict, keys=("run",)) -> pd.DataFrame:
 
 
 def soft_accuracy(p, target) -> np.ndarray:
-    """The paper's soft accuracy (spec §3.3): sigmoid(0.1 / |target − p|); 0.8 ⇔ |target − p| < 0.072."""
+    """The paper's soft accuracy (references: soft-accuracy): sigmoid(0.1 / |target − p|); 0.8 ⇔
+    |target − p| < 0.072."""
     gap = np.abs(np.asarray(target, dtype=float) - np.asarray(p, dtype=float))
     return 1 / (1 + np.exp(-0.1 / np.maximum(gap, 1e-9)))

@@ -1,4 +1,5 @@
-"""Concept space: checkpoints × prompts → samples → probe → a tidy table (spec §3.2).
+"""Concept space: checkpoints × prompts → samples → probe → a tidy table (Park et al. 2024, §3;
+references: concept-space).
 
 At every checkpoint each prompt is sampled from the same fixed noise, so a trajectory reflects the
 model, not the noise. Results are cached per run, checkpoint and prompt (Parquet), so a chapter that
@@ -166,7 +167,8 @@ def _evaluate_step(model, cfg: RunConfig, probe, prompts, ev: EvalConfig, device
             frame.insert(0, "key", p.key())
             rows.append(frame)
             if ev.keep_images:
-                images[p.key()] = (x[start:start + min(p.n, ev.keep_images)].cpu().clamp(0, 1) * 255).round().to(torch.uint8)
+                kept = x[start:start + min(p.n, ev.keep_images)].cpu().clamp(0, 1)  # display clips; the probe saw z_0
+                images[p.key()] = (kept * 255).round().to(torch.uint8)
             start += p.n
     return pd.concat(rows, ignore_index=True), images
 
@@ -184,7 +186,7 @@ def concept_space(samples: pd.DataFrame, concepts) -> pd.DataFrame:
 
     p_<c>: mean P(value 1), the coordinate; acc_<c>: fraction of samples whose argmax is the target
     value; joint: fraction right on every concept; prod: product over concepts of the mean
-    probability of the target value (the paper's over-prompting score, spec §4.2).
+    probability of the target value (the paper's over-prompting score; references: over-prompting).
     """
     df = samples.copy()
     hits, probs = [], []

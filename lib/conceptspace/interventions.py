@@ -1,4 +1,5 @@
-"""Latent interventions: edit the model's internal representation of the prompt (spec §4.3).
+"""Latent interventions: edit the model's internal representation of the prompt (Park et al. 2024,
+§5, Fig. 5; references: latent-intervention).
 
 The paper amplifies the component of each res block's conditioning embedding along the "blue"
 direction and suppresses a little of the "large" one, with each block's directions computed from that
@@ -15,7 +16,8 @@ import torch.nn.functional as F
 
 from .data import COND_DIM, COND_SLOTS
 
-# Pure-concept vectors: only one concept's slots set (spec §4.3).
+# Pure-concept vectors: only one concept's slots set; blue and large are the original's, red and small
+# this book's (references: latent-intervention).
 PURE = {
     "blue": (COND_SLOTS["color"], (0.05, 0.05, 0.95)),
     "red": (COND_SLOTS["color"], (0.95, 0.05, 0.05)),
@@ -68,6 +70,13 @@ def linear_edit(projection: torch.nn.Module, rows: list[tuple]):
     return edit
 
 
+def _replacing(edit):
+    """A forward hook whose return value replaces the module's output."""
+    def hook(module, inputs, output):
+        return edit(output)
+    return hook
+
+
 @contextlib.contextmanager
 def applied(model, rows: list[tuple]):
     """Run the body with one intervention per sample active: () for none, or
@@ -75,8 +84,7 @@ def applied(model, rows: list[tuple]):
     if not any(rows):
         yield model
         return
-    handles = [proj.register_forward_hook(lambda m, i, out, f=linear_edit(proj, rows): f(out))
-               for proj in model.cond_projections()]
+    handles = [proj.register_forward_hook(_replacing(linear_edit(proj, rows))) for proj in model.cond_projections()]
     try:
         yield model
     finally:

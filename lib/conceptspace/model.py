@@ -20,7 +20,7 @@ from .config import ModelConfig, RunConfig, TrainConfig
 from .data import cond_dim
 from .paper_unet import PaperUNet
 
-NULL_CONDITIONING = -1.0  # the paper's unconditional token: all 11 entries set to -1 (spec §2.2)
+NULL_CONDITIONING = -1.0  # the paper's unconditional token: all 11 entries set to -1 (references: guidance)
 
 
 class ConceptUNet(nn.Module):

@@ -129,8 +129,9 @@ SIM_FIG5 = {"mu": (1.0, 1.5), "sigma": 0.05, "dim": 3, "init": 0.2, "seed": 2333
 SIM_FIG9 = {"mu": (1.0, 1.5, 2.2, 2.7), "sigma": 0.05, "dim": 4, "init": 0.1, "seed": 233_333, "eta": 0.01,
             "iterations": 10_000}
 
-# The paper's own setup (HC §2-3 by the official code), by the book's setting names. A value of
-# None: the paper has no such setting; train.ema_decay 0: no EMA, the raw weights sample. Sections the chapter does not use are left out of its diff.
+# The paper's own setup (Park et al. 2024, §3, by the official code; references: data, model), by the
+# book's setting names. A value of None: the paper has no such setting; train.ema_decay 0: no EMA, the
+# raw weights sample. Sections the chapter does not use are left out of its diff.
 SETUP = {
     "data.resolution": 32, "data.nuisance": 1.0, "data.samples_per_class": 2048,
     "model.recipe": "paper", "model.channels": [64, 128, 256], "model.layers_per_block": 2, "model.attention": True,
@@ -154,8 +155,10 @@ SETUP = {
     "sim.var_sweep": [0.05, 0.1, 0.5, 1.0, 2.0], "sim.mu_sweep": [1.0, 2.0, 3.0],
 }
 
-# How each recipe differs from the paper's in ways no setting names (HC §2.1-2.3).
-RECIPE_DIFFERENCES = {"diffusers": ("DDPM ε-prediction (diffusers) on a fixed cosine schedule of 1,000 steps, sampled with DDIM and "
+# How each recipe differs from the paper's in ways no setting names (references: paper-network, vdm-loss,
+# diffusers-recipe).
+RECIPE_DIFFERENCES = {"diffusers": (
+          "DDPM ε-prediction (diffusers) on a fixed cosine schedule of 1,000 steps, sampled with DDIM and "
           "clip_sample, pixels in [-1, 1]; the paper trains a continuous-time VDM with a learned linear log-SNR "
           "schedule and its full 3-term bound, samples ancestrally (50 steps, unclipped output to the probe), "
           "pixels in [0, 1]",

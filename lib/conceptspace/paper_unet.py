@@ -1,6 +1,6 @@
 """The paper's network (`model.recipe: paper`): the original code's conditional U-Net, built from
-diffusers' res blocks, attention and resampling (Park et al. 2024, App. "Model"; the official code's
-CUNet with `sep_mlp` conditioning).
+diffusers' res blocks, attention and resampling (the official code's
+`CUNet` with `sep_mlp` conditioning, `mltools/networks/`; references: paper-network).
 
 What sets it apart from the diffusers recipe's network:
 - the conditioning h (11 values) goes raw to every res block, each with its own c-MLP and its own

@@ -1,4 +1,4 @@
-"""The concept probe: a small CNN that maps an image to one probability per concept (spec §3.1).
+"""The concept probe: a small CNN that maps an image to one probability per concept (references: probe).
 
 It is an oracle: trained on rendered images of *every* class, the held-out one included, over a range
 of concept signals and with the paper's full nuisance variation, so it can read the held-out
@@ -59,7 +59,8 @@ def probe_data(data: DataConfig, probe: ProbeConfig, n: int, generator: torch.Ge
     for start in range(0, n, chunk):
         m = min(chunk, n - start)
         u = torch.rand(3, generator=generator)
-        span = lambda r, x: r[0] + x * (r[1] - r[0])  # noqa: E731
+        def span(r, x):
+            return r[0] + x * (r[1] - r[0])
         signals = dataclasses.replace(
             data, delta_color=span(probe.delta_color_range, u[0].item()),
             delta_size=span(probe.delta_size_range, u[1].item()),
@@ -78,7 +79,7 @@ def train_probe(data: DataConfig, probe: ProbeConfig, device: torch.device | str
     model = ConceptProbe(len(data.concepts), probe.width).to(device)
     images, labels = probe_data(data, probe, probe.steps * probe.batch_size // 4, g)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
-    for step in range(probe.steps):
+    for _ in range(probe.steps):
         idx = torch.randint(len(images), (probe.batch_size,), generator=g)
         x = images[idx] + 0.02 * torch.randn(probe.batch_size, *images.shape[1:], generator=g)
         logits = model(x.clamp(0, 1).to(device))

@@ -1,4 +1,5 @@
-"""Ways of asking the model for a class: naive prompts, over-prompts, latent edits, guidance (spec §4).
+"""Ways of asking the model for a class: naive prompts, over-prompts, latent edits, guidance (Park et al.
+2024, §5; references: interventions).
 
 A prompt is data (hashable, stored with its evaluations); `evaluate` turns it into samples. The
 held-out class's capability under a method is the best of that method's prompts at a checkpoint.
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from .config import DataConfig, EvalConfig, stable_hash, to_dict
 from .data import COND_SLOTS, all_classes, class_name, class_prompt
 
-# The paper's five over-prompts: colors pushed past the training range, radius 0.3 (spec §4.2).
+# The paper's five over-prompts: colors pushed past the training range, radius 0.3 (references: over-prompting).
 OVER_PROMPT_COLORS = ((0.40, 0.40, 0.60), (0.35, 0.35, 0.65), (0.25, 0.25, 0.75), (0.15, 0.15, 0.85),
                       (0.05, 0.05, 0.95))
 OVER_PROMPT_RADIUS = 0.3
@@ -62,8 +63,8 @@ def over_prompts(data: DataConfig, target, n: int) -> list[Prompt]:
 
 
 def latent_prompts(data: DataConfig, target, n: int, alphas, beta: float) -> list[Prompt]:
-    """The naive prompt with the linear latent edit: amplify blue by α, suppress large by β (spec §4.3),
-    and the mirror edit for the other concept: amplify small, suppress red."""
+    """The naive prompt with the linear latent edit: amplify blue by α, suppress large by β (references:
+    latent-intervention), and the mirror edit for the other concept: amplify small, suppress red."""
     cond = tuple(class_prompt(data, target).tolist())
     out = []
     for amplify, suppress in (("blue", "large"), ("small", "red")):

@@ -46,7 +46,8 @@ class SimTask:
 
 
 def signal(task: SimTask) -> np.ndarray:
-    """a_p = μ_p²/K + Var_p: the rate at which the theory says concept p is learned (SIM §4)."""
+    """a_p = μ_p²/K + Var_p: the rate at which the theory says concept p is learned (Yang et al. 2024, §4;
+    references: sim-one-layer)."""
     return np.asarray(task.mu) ** 2 / task.clusters + np.asarray(task.var)
 
 
@@ -297,7 +298,8 @@ def train_loss_path(ws: np.ndarray, a: np.ndarray) -> np.ndarray:
 
 def swing_by(test_loss: np.ndarray, train_loss: np.ndarray, min_height: float = 1e-3, rtol: float = 1e-9) -> dict:
     """Is there a swing-by? The held-out test loss rises (by ≥ `min_height`, `bumps`) while the training
-    loss does not rise anywhere (monotone, up to `rtol` of its start): the effect of the paper's §4.2.
+    loss does not rise anywhere (monotone, up to `rtol` of its start): the swing-by of Yang et al. 2024, §4.2
+    (references: sim-two-layer).
     A path that diverges (a loss not finite) is no swing-by."""
     test, train = np.asarray(test_loss, dtype=float), np.asarray(train_loss, dtype=float)
     diverged = not (np.isfinite(test).all() and np.isfinite(train).all())

@@ -1,10 +1,10 @@
 """Sphinx extension: serve the JavaScript that charts and widgets need from the book itself.
 
 Without it, the built book loads vega and the widget manager from CDNs and nothing renders offline
-(ecosystem.md §4-5). The vega bundle comes from vl-convert (a pip package, so no web at build time),
-wrapped so its globals do not clash with Sphinx's; altair's own template then finds it through the
-`VEGA_DEBUG` version shim. The widget manager and MathJax are vendored under `book/_vendor/` (see its README).
-Scripts are attached only to pages that need them.
+(book/references.md: stack-offline-assets). The vega bundle comes from vl-convert (a pip package, so no
+web at build time), wrapped so its globals do not clash with Sphinx's; altair's own template then finds
+it through the `VEGA_DEBUG` version shim. The widget manager and MathJax are vendored under `book/_vendor/`
+(see its README). Scripts are attached only to pages that need them.
 """
 from __future__ import annotations
 

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import torch
 from filelock import FileLock
-from safetensors import SafetensorError
-from safetensors.torch import load as st_load
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as st_save
 
 from .config import RunConfig, to_dict
@@ -82,12 +81,10 @@ def load_tensors(path: Path, device: torch.device | str = "cpu") -> tuple[dict[s
     """Load a file written by `save_tensors`; raise CorruptFileError naming the path if it is damaged."""
     path = Path(path)
     try:
-        payload = path.read_bytes()
-        tensors = st_load(payload)
-        header_len = int.from_bytes(payload[:8], "little")
-        header = json.loads(payload[8:8 + header_len])
-        meta = header.get("__metadata__", {})
-    except (SafetensorError, ValueError, OSError, json.JSONDecodeError) as e:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, ValueError, OSError) as e:
         raise CorruptFileError(f"{path}: unreadable checkpoint ({e})") from e
     if meta.get("sha256") != _digest(tensors):
         raise CorruptFileError(f"{path}: content hash mismatch (file is corrupted)")

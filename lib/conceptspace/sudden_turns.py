@@ -11,8 +11,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .dynamics import (detect_turn, first_above, learning_time, mean_ci, smooth, speed_along,
-                       training_saturation)
+from .dynamics import detect_turn, first_above, learning_time, mean_ci, smooth, speed_along, training_saturation
 
 CORNER = {"color": (1, 0), "size": (0, 1)}  # the training class sharing that concept with small-blue
 CORNER_NAME = {(1, 0): "large-blue", (0, 1): "small-red", (1, 1): "small-blue", (0, 0): "large-red"}

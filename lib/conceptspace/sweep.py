@@ -13,13 +13,13 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
-
 from typing import Callable
 
 import pandas as pd
 import torch
 from tqdm import tqdm
 
+from . import lifetime
 from .config import EvalConfig, ProbeConfig, RunConfig
 from .evaluate import concept_space, evaluate, load_probe
 from .prompting import Prompt, class_prompts
@@ -93,8 +93,8 @@ def run_sweep(configs: list[RunConfig], ev: EvalConfig, probe: ProbeConfig, stor
     records: list = [None] * len(jobs)
     if backend == "local":
         ctx = _spawn()
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=pin_gpu,
-                                 initargs=(ctx.Value("i", 0), gpus)) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=init_worker,
+                                 initargs=(ctx.Value("i", 0), gpus, os.getpid())) as pool:
             futures = {pool.submit(train_and_evaluate, j): i for i, j in enumerate(jobs)}
             for fut in as_completed(futures):
                 records[futures[fut]] = fut.result()
@@ -114,6 +114,13 @@ def run_sweep(configs: list[RunConfig], ev: EvalConfig, probe: ProbeConfig, stor
             bar.update(1)
     bar.close()
     return records
+
+
+def init_worker(counter, gpus: int, parent: int) -> None:
+    """Each local worker: end with `parent`, the process that started it (a kernel killed, even by
+    SIGKILL, would leave it training as an orphan), and take its GPU."""
+    lifetime.exit_with_parent(parent)
+    pin_gpu(counter, gpus)
 
 
 def pin_gpu(counter, gpus: int) -> None:

@@ -30,7 +30,7 @@ KEEP_STATES = 2  # resume states kept per run: the newest, and one to fall back 
 
 
 def checkpoint_steps(steps: int, n: int, first: int) -> list[int]:
-    """n steps from `first` to `steps`, evenly spaced in √step (the paper's schedule, spec §2.3)."""
+    """n steps from `first` to `steps`, evenly spaced in √step (the paper's schedule; references: train-checkpoints)."""
     grid = np.linspace(np.sqrt(first), np.sqrt(steps), n) ** 2
     out = sorted(set(int(round(s)) for s in grid) | {steps})
     return [s for s in out if 1 <= s <= steps]

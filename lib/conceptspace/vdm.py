@@ -1,6 +1,7 @@
 """The paper's diffusion formulation (`model.recipe: paper`): a continuous-time variational diffusion
-model (Kingma et al. 2021) as the original code trains it (Park et al. 2024, App. "Model"; the official
-code's VDM). Pixels are in [0, 1]; every formula is one small function, tested against its closed form.
+model (Kingma et al. 2021) as the original code trains it (the official `mltools/models/vdm_model.py`;
+references: vdm-schedule, vdm-loss, vdm-sampler). Pixels are in [0, 1]; every formula is one small
+function, tested against its closed form.
 
 - Schedule: γ(t) = b + |w|·t on t ∈ [0, 1], **learned** (b and w are parameters, initialised at
   γ_min = −5 and γ_max − γ_min = 15); σ²_t = sigmoid(γ_t), α²_t = sigmoid(−γ_t), z_t = α_t x + σ_t ε.
@@ -98,7 +99,8 @@ def loss_terms(eps_fn, schedule: LinearSchedule, x: torch.Tensor, cond: torch.Te
             "reconstruction": reconstruction_term(x, schedule(0 * ones), eps_0)}
 
 
-def loss(eps_fn, schedule: LinearSchedule, x: torch.Tensor, cond: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def loss(eps_fn, schedule: LinearSchedule, x: torch.Tensor, cond: torch.Tensor,
+         generator: torch.Generator) -> torch.Tensor:
     """The bound in bits/dim: the batch mean of the three terms' sum (the training objective)."""
     return sum(loss_terms(eps_fn, schedule, x, cond, generator).values()).mean()
 

@@ -28,7 +28,8 @@ def checkpoint_scrubber(cs: pd.DataFrame, images: Callable[[int, str], object], 
     def show(_=None):
         step = slider.value
         now = cs[cs["step"] == step].set_index("prompt")
-        point = lambda p: ", ".join(f"{now.loc[p, 'p_' + c]:.2f}" for c in concepts)  # noqa: E731
+        def point(p):
+            return ", ".join(f"{now.loc[p, 'p_' + c]:.2f}" for c in concepts)
         labels = [f"{p}: ({point(p)})" for p in prompts]
         with out:
             out.clear_output(wait=True)
