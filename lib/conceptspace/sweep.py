@@ -68,8 +68,8 @@ def run_sweep(configs: list[RunConfig], ev: EvalConfig, probe: ProbeConfig, stor
     """Train and evaluate every config; returns one record per config, in order.
 
     local: `workers` processes side by side (default: one per core, one thread each: the fastest
-    layout measured on 2 cores; with GPUs, 4 per GPU, spread over them: on an H100 four CUDA-graphed
-    runs together make 149 steps/s, one alone 122, eight no more than four). ray: one task per run on
+    layout measured on 2 cores; with GPUs, 4 per GPU, spread over them: four CUDA-graphed runs fill an
+    H100, eight do no better; figures in book/rerun.md). ray: one task per run on
     the cluster at `ray_address` (or `$RAY_ADDRESS`, or a new local instance), each asking for
     `threads` CPUs and `gpus_per_run` GPUs (default: a quarter of one where this machine has CUDA, as
     the local backend packs them; none otherwise).

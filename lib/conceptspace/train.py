@@ -82,9 +82,9 @@ def _new_state(run_cfg: RunConfig, device: torch.device) -> _State:
 
 def compile_mode(train: TrainConfig, device: torch.device) -> str | None:
     """How the training forward runs here: None (eager), "default" (torch.compile) or "reduce-overhead"
-    (compiled, forward and backward replayed as CUDA graphs). On an H100 the gpu profile's step takes
-    8.2 ms with CUDA graphs against 22 ms compiled and 32 ms eager, with identical losses: at this size
-    the GPU waits for the CPU to launch kernels."""
+    (compiled, forward and backward replayed as CUDA graphs). CUDA graphs by default: at the gpu
+    profile's size the GPU waits for the CPU to launch kernels, and replaying them is several times
+    faster with identical losses (book/rerun.md, "What it costs")."""
     if not (train.compile == "always" or (train.compile == "cuda" and device.type == "cuda")):
         return None
     return "reduce-overhead" if train.cuda_graphs and device.type == "cuda" else "default"
