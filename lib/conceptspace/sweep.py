@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from . import lifetime
-from .config import EvalConfig, ProbeConfig, RunConfig
+from .config import EvalConfig, Experiment, ProbeConfig, RunConfig
 from .evaluate import concept_space, evaluate, load_probe
 from .prompting import Prompt, class_prompts
 from .store import Store
@@ -33,6 +33,12 @@ def grid(base: RunConfig, **axes) -> list[RunConfig]:
     """Every combination of the given settings, by dotted name: grid(run, **{"data.delta_color": [.2, .4]})."""
     names = list(axes)
     return [base.with_changes(**dict(zip(names, values))) for values in itertools.product(*axes.values())]
+
+
+def signal_sweep(ex: Experiment) -> list[RunConfig]:
+    """Chapter 2's grid of runs (Δc × Δs × seeds around the profile's run), which chapter 3 reads too."""
+    return grid(ex.run, **{"data.delta_color": ex.sweep.delta_color, "data.delta_size": ex.sweep.delta_size,
+                           "train.seed": ex.sweep.seeds})
 
 
 @dataclass(frozen=True)
