@@ -1,7 +1,9 @@
 """Every setting of an experiment, validated into frozen dataclasses before any compute.
 
-Defaults are the paper's setup (Park et al. 2024, §3, as the official code runs it; references: data,
-model); a profile (`profiles/<name>.yaml`) changes sizes, never logic. Bad input raises `ConfigError`
+Defaults are the paper's sizes and sweep grids (Park et al. 2024, §3, as the official code runs them;
+references: data, model) with the diffusers recipe; `model.recipe: paper` brings the paper's own
+(RECIPE_DEFAULTS), and `paper.deviations` lists every difference. A profile (`profiles/<name>.yaml`)
+changes sizes and choices, never logic. Bad input raises `ConfigError`
 naming the setting, the value and what is allowed, so a typo in a notebook's parameters cell fails in
 its first cell, not an hour later.
 """
@@ -151,8 +153,7 @@ class ModelConfig(_Validated):
 
 @dataclass(frozen=True)
 class TrainConfig(_Validated):
-    """Optimization and checkpoints (references: train-optimizer, train-checkpoints); DDPM ε-prediction
-    instead of the paper's VDM."""
+    """Optimization and checkpoints (references: train-optimizer, train-checkpoints), for either recipe."""
     _prefix = "train."
     steps: int = _knob(20_000, lo=1, hi=10_000_000, doc="optimizer steps")
     batch_size: int = _knob(64, lo=1, hi=4096, doc="images per step")
@@ -179,7 +180,7 @@ class TrainConfig(_Validated):
 class EvalConfig(_Validated):
     """Concept-space evaluation at each checkpoint (references: concept-space): fixed noise, every class prompt."""
     _prefix = "eval."
-    sampler_steps: int = _knob(50, lo=1, hi=1000, doc="DDIM steps per sample")
+    sampler_steps: int = _knob(50, lo=1, hi=1000, doc="sampler steps per sample (DDIM or ancestral, by recipe)")
     samples_per_class: int = _knob(32, lo=1, hi=4096, doc="samples per training-class prompt")
     samples_held_out: int = _knob(32, lo=1, hi=4096, doc="samples per held-out prompt")
     batch_size: int = _knob(512, lo=1, hi=65536, doc="images per sampling batch (bounds memory)")
@@ -330,7 +331,8 @@ class RunConfig(_Validated):
 # the paper's optimizer details (dropout 0.1, clipping at 0.01, no EMA: the raw weights sample) and
 # the diffusers recipe's own. Why: `model.recipe: paper` alone must give the paper's recipe.
 RECIPE_DEFAULTS = {
-    "diffusers": {"model": {"dropout": 0.0}, "train": {"grad_clip": 1.0, "ema_decay": 0.995}},
+    "diffusers": {"model": {"dropout": ModelConfig.dropout},
+                  "train": {"grad_clip": TrainConfig.grad_clip, "ema_decay": TrainConfig.ema_decay}},
     "paper": {"model": {"dropout": 0.1}, "train": {"grad_clip": 0.01, "ema_decay": 0.0}},
 }
 
@@ -454,8 +456,9 @@ def _coerce(value, default, meta, name):
                 if meta["choices"] is not None and v not in meta["choices"]:
                     raise ConfigError(f"{name} has {v!r}; allowed: {list(meta['choices'])}")
             return tuple(value)
-        entry = {**meta, "choices": None} if meta["lo"] is not None else {**meta, "lo": 0, "lo_open": False,
-                                                                          "choices": None}
+        entry = {**meta, "choices": None}
+        if meta["lo"] is None:  # a list's entries are ≥ 0 unless its knob states a range
+            entry.update(lo=0, lo_open=False)
         return tuple(_check_number(v, type(sample), entry, f"{name}[{i}]") for i, v in enumerate(value))
     raise ConfigError(f"{name}: unsupported setting type {type(default).__name__}")
 

@@ -4,7 +4,7 @@ Pure functions of arrays and tables (no models), so they are tested on hand-made
 Checkpoints are spaced quadratically, so every time here is quantized to a checkpoint step.
 **Never learned** has one encoding everywhere: `NEVER` (+inf), a time after the end of any run, so
 orders rank it last, ratios against it are infinite and speeds 1/T are 0; `censored` marks it.
-Used by: chapters 1-4, 6 (chapter 3's per-run analysis is in `turns`).
+Used by: chapters 1-4, 6 (chapter 3's per-run analysis is in `sudden_turns`).
 """
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .config import Experiment, to_dict
+from .config import RECIPE_DEFAULTS, Experiment, to_dict
 
 HC = "Park et al. 2024"
 SIM = "Yang et al. 2024"
@@ -136,9 +136,10 @@ SETUP = {
     "data.resolution": 32, "data.nuisance": 1.0, "data.samples_per_class": 2048,
     "model.recipe": "paper", "model.channels": [64, 128, 256], "model.layers_per_block": 2, "model.attention": True,
     "model.attention_last_level": False, "model.norm_groups": 8, "model.resampling": "transpose",
-    "model.dropout": 0.1,
-    "train.batch_size": 64, "train.learning_rate": 0.001, "train.weight_decay": 0.01, "train.grad_clip": 0.01,
-    "train.ema_decay": 0.0, "train.timesteps": None, "train.steps": 20_000, "train.checkpoints": 60,
+    **{f"{section}.{key}": value for section, values in RECIPE_DEFAULTS["paper"].items()  # dropout, clip, EMA
+       for key, value in values.items()},
+    "train.batch_size": 64, "train.learning_rate": 0.001, "train.weight_decay": 0.01, "train.timesteps": None,
+    "train.steps": 20_000, "train.checkpoints": 60,
     "train.first_checkpoint": 500,
     "eval.sampler_steps": 50, "eval.samples_per_class": 32, "eval.samples_held_out": 32,
     "probe.steps": 10_000, "probe.batch_size": 64,

@@ -93,10 +93,10 @@ def loss_terms(eps_fn, schedule: LinearSchedule, x: torch.Tensor, cond: torch.Te
     gamma = schedule(t)
     alpha, sigma = (v.view(-1, 1, 1, 1) for v in alpha_sigma(gamma))
     eps_hat = eps_fn(alpha * x + sigma * eps, network_time(gamma), cond).float()
-    ones = torch.ones((), device=device)
+    t_0, t_1 = torch.zeros((), device=device), torch.ones((), device=device)
     return {"diffusion": diffusion_term(eps_hat, eps, schedule.slope()),
-            "latent": latent_term(x, schedule(ones)),
-            "reconstruction": reconstruction_term(x, schedule(0 * ones), eps_0)}
+            "latent": latent_term(x, schedule(t_1)),
+            "reconstruction": reconstruction_term(x, schedule(t_0), eps_0)}
 
 
 def loss(eps_fn, schedule: LinearSchedule, x: torch.Tensor, cond: torch.Tensor,
