@@ -4,7 +4,7 @@ import re
 
 import nbformat
 import pytest
-from conceptspace import book, paper
+from conceptspace import book, paper, plan
 from papermill.exceptions import PapermillExecutionError
 
 
@@ -67,6 +67,15 @@ def test_the_book_builds_and_loads_nothing_from_other_hosts(built):
     assert "_static/mathjax/tex-svg.js" in sim and (html / "_static" / "mathjax" / "tex-svg.js").exists()
     status = (html / "book" / "status.html").read_text()
     assert "01_concept_space" in status and "tiny" in status
+
+
+def test_the_status_page_gives_each_chapters_wall_time_and_cpu(built):
+    status = (built["stage"] / "book" / "status.md").read_text()
+    assert "| chapter | profile | wall time | planned | CPU |" in status
+    cpu = plan.cpu_model()
+    for name, seconds in built["seconds"].items():
+        row = next(ln for ln in status.splitlines() if ln.startswith(f"| {name} |"))
+        assert f"| {seconds:.0f} s | — | {cpu} |" in row, row
 
 
 def test_the_scorecard_lists_every_claim_with_a_verdict(built):

@@ -2,15 +2,19 @@
 
     python -m conceptspace.bench [--quick] [--device cpu|cuda] [--out _build/bench.json]
 
-Reports, for the cpu and gpu (paper-scale) model configs: s/step and images/s of training, FLOP per
-step (torch's flop counter), achieved FLOP/s and its fraction of a large fp32 GEMM timed in the same
-run (on CPU the faster of torch's and NumPy's), sampling images/s with the 50-step sampler, evaluation
+Reports, for the cpu and gpu (paper-scale) model configs: s/step and images/s of training in the
+precision a run uses here (`model.precision`: bf16 where the device has it natively, else fp32), and
+s/step in fp32 and in bf16 each; FLOP per step (torch's flop counter), achieved FLOP/s and its
+fraction of the GEMM peak of the precision the step runs in, both timed in the same run: a large fp32
+GEMM (on CPU the faster of torch's and NumPy's) and a bf16 one (labelled emulated where the hardware
+has no bf16 arithmetic: torch converts to fp32, and the paper-scale bf16 step, minutes there, is left
+out); sampling images/s with the 50-step sampler, evaluation
 time per checkpoint and its share of a cpu-profile run; sweep throughput: several runs stacked in one
 process (torch.func.vmap) and two single-thread processes side by side, against run-by-run; and a plain
 diffusers UNet2DModel of the paper's widths as the in-run reference for the original network's speed;
 the forward pass timed alone, to split the step's FLOP rate into forward and backward. Medians of
 repeated timings. On CUDA (the default where there is one) the steps run as a run would there (the
-profile's bf16 and compile settings), the peaks are an 8192² fp32 (no TF32) and bf16 GEMM, and the
+profile's compile settings), the peaks are an 8192² fp32 (no TF32) and bf16 GEMM, and the
 CPU-only parts (process sweep, the estimate of the original network) are left out. A benchmark, not a
 test: it asserts nothing.
 """
@@ -29,7 +33,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from .config import experiment
-from .model import build_model, sample, uses_bf16
+from .model import autocast, build_model, native_bf16, precision, sample
 from .store import REPO_ROOT, write_json
 from .train import _new_state, _train_step, checkpoint_steps, device_name, loss_function, pick_device, training_set
 
@@ -81,20 +85,27 @@ def train_step_flops(run) -> float:
 
 
 def forward_timing(run, repeats: int, device: torch.device = CPU) -> tuple[float, float]:
-    """FLOP and median seconds of the forward pass alone (no autograd): with the step's, where time goes."""
+    """FLOP and median seconds of the forward pass alone (no autograd), in the run's precision on `device`:
+    with the step's, where time goes."""
     model, batch = model_and_batch(run, device)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(*batch)
-    with torch.no_grad(), torch.autocast("cuda", torch.bfloat16, enabled=uses_bf16(run.train, device)):
+    with torch.no_grad(), autocast(device, precision(run.train, device)):
         return float(counter.get_total_flops()), timed(lambda: model(*batch), repeats, device=device)
 
 
-def train_timing(run, repeats: int, device: torch.device = CPU) -> float:
-    """Median seconds per training step (AdamW, clipping and EMA included), as `train` runs it on `device`."""
+def train_timing(run, repeats: int, device: torch.device = CPU, warmup: int = 2) -> float:
+    """Median seconds per training step (AdamW, clipping and EMA included), as `train` runs it on `device`
+    (in the run's precision there)."""
     state = _new_state(run, device)
     train_set = training_set(run.with_changes(**{"data.samples_per_class": 256}), device)
     objective = loss_function(run)
-    return timed(lambda: _train_step(state, train_set, objective, run.train, device), repeats, device=device)
+    return timed(lambda: _train_step(state, train_set, objective, run.train, device), repeats, warmup, device)
+
+
+def in_precision(run, prec: str):
+    """The run set to train in `prec` ("bf16" or "fp32") on every device."""
+    return run.with_changes(**{"train.bf16": "always" if prec == "bf16" else "never"})
 
 
 def sampling_rate(run, n: int, steps: int = 50, device: torch.device = CPU) -> float:
@@ -158,27 +169,40 @@ def main(argv=None) -> dict:
     out["gemm_torch_gflops"] = gemm_peak(8192 if gpu else 2048, reps, device) / 1e9
     if gpu:
         out["gemm_gflops"] = out["gemm_torch_gflops"]
-        out["gemm_bf16_gflops"] = gemm_peak(8192, reps, device, torch.bfloat16) / 1e9
     else:
         out["gemm_numpy_gflops"] = numpy_gemm_peak(2048, reps) / 1e9
         out["gemm_gflops"] = max(out["gemm_torch_gflops"], out["gemm_numpy_gflops"])
+    # emulated bf16 runs at a few GFLOP/s on CPU, at its best on small matrices: a 512² one says enough
+    out["gemm_bf16_native"] = native_bf16(device)
+    out["gemm_bf16_n"] = 8192 if gpu else 2048 if out["gemm_bf16_native"] else 512
+    out["gemm_bf16_gflops"] = gemm_peak(out["gemm_bf16_n"], reps, device, torch.bfloat16) / 1e9
+    peaks = {"fp32": out["gemm_gflops"], "bf16": out["gemm_bf16_gflops"]}
     rows = []
     for profile, n_sample, big in (("cpu", 1024 if gpu else 80, False), ("gpu", 1024 if gpu else 16, not gpu)):
         run = experiment(profile).run
-        # a step's FLOP/s against the peak of the arithmetic it runs in
-        peak = out["gemm_bf16_gflops" if uses_bf16(run.train, device) else "gemm_gflops"]
+        prec = precision(run.train, device)  # what a run of this profile trains in here
         flops = train_step_flops(run)
-        s = train_timing(run, max(2, reps // (4 if big else 1)), device)
+        steps = {}
+        for p in (prec, "fp32" if prec == "bf16" else "bf16"):
+            if p == "bf16" and not out["gemm_bf16_native"]:  # emulated: ≈ 10x fp32's time, timed once
+                steps[p] = None if big else train_timing(in_precision(run, p), 1, device, warmup=1)
+            else:
+                steps[p] = train_timing(in_precision(run, p), max(2, reps // (4 if big else 1)), device)
+        s = steps[prec]
         img_s = sampling_rate(run, n_sample, device=device)
+        # a step's FLOP/s against the peak of the arithmetic it runs in
         row = {"config": profile, "params_M": sum(q.numel() for q in build_model(run).parameters()) / 1e6,
-               "batch": run.train.batch_size, "resolution": run.data.resolution, "s_per_step": s,
-               "train_images_per_s": run.train.batch_size / s, "tflop_per_step": flops / 1e12,
-               "gflops_achieved": flops / s / 1e9, "fraction_of_gemm_peak": flops / s / 1e9 / peak,
+               "batch": run.train.batch_size, "resolution": run.data.resolution, "precision": prec,
+               "s_per_step": s, "train_images_per_s": run.train.batch_size / s, "tflop_per_step": flops / 1e12,
+               "gflops_achieved": flops / s / 1e9, "fraction_of_gemm_peak": flops / s / 1e9 / peaks[prec],
                "sample_images_per_s": img_s}
+        for p in ("fp32", "bf16"):
+            row[f"s_per_step_{p}"] = steps[p]
+            row[f"fraction_of_gemm_peak_{p}"] = None if steps[p] is None else flops / steps[p] / 1e9 / peaks[p]
         f_flops, f_s = forward_timing(run, max(2, reps // (4 if big else 1)), device)
         # the backward pass (with the optimizer) gets the rest of the step's FLOPs and time
-        row.update({"forward_fraction_of_gemm_peak": f_flops / f_s / 1e9 / peak,
-                    "backward_fraction_of_gemm_peak": (flops - f_flops) / (s - f_s) / 1e9 / peak})
+        row.update({"forward_fraction_of_gemm_peak": f_flops / f_s / 1e9 / peaks[prec],
+                    "backward_fraction_of_gemm_peak": (flops - f_flops) / (s - f_s) / 1e9 / peaks[prec]})
         if profile == "cpu":
             ex = experiment("cpu")
             per_ckpt = (3 * ex.eval.samples_per_class + ex.eval.samples_held_out) / img_s
@@ -198,7 +222,7 @@ def main(argv=None) -> dict:
     out["reference"] = {
         "plain_unet_params_M": sum(q.numel() for q in build_model(ref).parameters()) / 1e6,
         "plain_unet_s_per_step": ref_s, "plain_unet_tflop_per_step": ref_flops / 1e12,
-        "plain_unet_fraction_of_gemm_peak": ref_flops / ref_s / 1e9 / out["gemm_gflops"],
+        "plain_unet_fraction_of_gemm_peak": ref_flops / ref_s / 1e9 / peaks[precision(ref.train, CPU)],
         # the original network, estimated on this machine from the ratio measured on the reference CPU
         # (references: stack-cpu-cost: original 2.4 s/step, plain UNet2DModel of the same widths 3.7 s/step)
         "original_estimated_s_per_step": ref_s * 2.4 / 3.7,
@@ -227,19 +251,33 @@ def _finish(out: dict, path: str, t0: float) -> dict:
     return out
 
 
-def table(out: dict) -> str:
-    bf16 = f", bf16 {out['gemm_bf16_gflops']:.0f}" if "gemm_bf16_gflops" in out else ""
+def _gflops(value: float) -> str:
+    return f"{value:.0f}" if value >= 10 else f"{value:.2g}"
+
+
+def peaks_line(out: dict) -> str:
+    """The GEMM peaks, fp32 and bf16, on one line."""
     both = (f" (best of torch {out['gemm_torch_gflops']:.0f}, NumPy {out['gemm_numpy_gflops']:.0f})"
             if "gemm_numpy_gflops" in out else "")
-    lines = [f"{out['device']}: GEMM peak {out['gemm_gflops']:.0f} GFLOP/s{both}{bf16}", "",
-             "| config | params | s/step | train img/s | TFLOP/step | GFLOP/s | of peak | forward / backward of peak "
-             "| sample img/s |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    kind = "native" if out["gemm_bf16_native"] else "emulated"
+    return (f"{out['device']}: GEMM peak fp32 {out['gemm_gflops']:.0f} GFLOP/s{both}, "
+            f"bf16 {_gflops(out['gemm_bf16_gflops'])} GFLOP/s ({kind}, {out['gemm_bf16_n']}²)")
+
+
+def table(out: dict) -> str:
+    def cell(r, p):
+        s = r[f"s_per_step_{p}"]
+        return "—" if s is None else f"{s:.3f} ({r[f'fraction_of_gemm_peak_{p}']:.0%})"
+    lines = [peaks_line(out), "",
+             "| config | params | precision | s/step | train img/s | TFLOP/step | GFLOP/s | of peak "
+             "| forward / backward of peak | fp32 s/step (of peak) | bf16 s/step (of peak) | sample img/s |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in out["models"]:
-        lines.append(f"| {r['config']} | {r['params_M']:.2f} M | {r['s_per_step']:.3f} | {r['train_images_per_s']:.0f} "
-                     f"| {r['tflop_per_step']:.4f} | {r['gflops_achieved']:.0f} | {r['fraction_of_gemm_peak']:.0%} "
+        lines.append(f"| {r['config']} | {r['params_M']:.2f} M | {r['precision']} | {r['s_per_step']:.3f} "
+                     f"| {r['train_images_per_s']:.0f} | {r['tflop_per_step']:.4f} | {r['gflops_achieved']:.0f} "
+                     f"| {r['fraction_of_gemm_peak']:.0%} "
                      f"| {r['forward_fraction_of_gemm_peak']:.0%} / {r['backward_fraction_of_gemm_peak']:.0%} "
-                     f"| {r['sample_images_per_s']:.1f} |")
+                     f"| {cell(r, 'fp32')} | {cell(r, 'bf16')} | {r['sample_images_per_s']:.1f} |")
     cpu = out["models"][0]
     lines += ["", f"cpu-profile evaluation: {cpu['eval_seconds_per_checkpoint']:.2f} s per checkpoint, "
                   f"{cpu['eval_fraction_of_run']:.0%} of a run"]

@@ -6,7 +6,10 @@ Chapters are MyST notebooks under `book/` listed in `_toc.yml`. Each runs in a f
 `profile` and `overrides` injected into its parameters cell, always under a time limit, into a staging
 copy of the book; Jupyter Book 1 then renders the staged, executed notebooks (it executes nothing
 itself) with warnings as errors. Trained runs live in the run store, so a second build re-executes
-the chapters from stored runs in minutes.
+the chapters from stored runs in minutes. Before any chapter runs it prints the plan (conceptspace.plan:
+runs stored and to train per chapter, and the estimated time on this machine; `--plan-only` stops
+there), then one progress line for the whole build while chapters execute; each chapter's wall time
+goes to the status page with the CPU it ran on.
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ from .config import experiment, profile_names
 from .lifetime import own_children
 from .paper import CLAIMS
 from .results import count, read_all, results_dir, show, verdict, versions
-from .store import REPO_ROOT
+from .store import REPO_ROOT, CorruptFileError, read_json, write_json
 
 STAGE = REPO_ROOT / "_build" / "stage"
 SHORT_CELL_SECONDS = 600  # cells not tagged long-running: a papermill stall costs at most this
@@ -122,21 +125,58 @@ def stage_pages(stage: Path, root: Path = REPO_ROOT) -> None:
             shutil.copytree(root / asset, stage / asset, dirs_exist_ok=True)
 
 
-def status_page(stage: Path, run_seconds: dict[str, float]) -> None:
-    """book/status.md: each chapter's profile, run time, device and findings, and the versions."""
+def times_path() -> Path:
+    """Each chapter's wall time in the build that last executed it: `<results>/build/times.json`."""
+    return results_dir() / "build" / "times.json"
+
+
+def read_times() -> dict:
+    try:
+        return read_json(times_path()) if times_path().exists() else {}
+    except CorruptFileError:
+        return {}
+
+
+def record_times(run_seconds: dict[str, float], profile: str, cpu: str, estimates: dict | None = None) -> dict:
+    """Add this build's chapter wall times (and the plan's estimates) to the times file; returns all of it."""
+    times = read_times()
+    for name, seconds in run_seconds.items():
+        estimate = (estimates or {}).get(name)
+        times[name] = {"seconds": round(seconds, 1), "estimate": None if estimate is None else round(estimate, 1),
+                       "cpu": cpu, "profile": profile, "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+    write_json(times_path(), times)
+    return times
+
+
+def status_page(stage: Path, run_seconds: dict[str, float], times: dict | None = None) -> None:
+    """book/status.md: each chapter's profile, wall time in the build (with the plan's estimate and the CPU
+    it ran on), the chapter's own time, device and findings, and the versions."""
+    from .plan import cpu_model
+
+    times = read_times() if times is None else times
     lines = ["# Build status", "",
              "Written by the main command from each chapter's results file "
              "(`_build/results/<chapter>.json`). Judged findings are tested by a rule; reported ones are "
-             "shown beside the paper's value and never counted as holding.", "",
-             "| chapter | profile | executed in | chapter's own time | device | judged findings that hold "
-             "| reported | finished |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "shown beside the paper's value and never counted as holding. *Wall time*: the chapter's "
+             "execution as the main command measured it, on the CPU named beside it; *planned*: the estimate "
+             "printed before that build (`conceptspace.plan`).", "",
+             "| chapter | profile | wall time | planned | CPU | chapter's own time | device "
+             "| judged findings that hold | reported | finished |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for res in read_all():
         name = res["chapter"]
         c = count(res["findings"])
-        executed = f"{run_seconds[name]:.0f} s" if name in run_seconds else "earlier build"
-        lines.append(f"| {name} | {res['profile']} | {executed} | {res['seconds']:.0f} s | {res['device']} | "
-                     f"{c['hold']} / {c['judged']} | {c['reported']} | {res['finished']} |")
+        t = times.get(name, {})
+        if name in run_seconds:
+            wall, cpu = f"{run_seconds[name]:.0f} s", t.get("cpu") or cpu_model()
+        elif t:
+            wall, cpu = f"{t['seconds']:.0f} s (earlier build)", t.get("cpu", "—")
+        else:
+            wall, cpu = "earlier build", "—"
+        planned = f"{t['estimate']:.0f} s" if t.get("estimate") is not None else "—"
+        lines.append(f"| {name} | {res['profile']} | {wall} | {planned} | {_escape_cell(cpu)} | "
+                     f"{res['seconds']:.0f} s | {res['device']} | {c['hold']} / {c['judged']} | {c['reported']} | "
+                     f"{res['finished']} |")
     v = versions()
     lines += ["", f"Python {v['python']}, torch {v['torch']}, diffusers {v['diffusers']}.", ""]
     (stage / "book").mkdir(parents=True, exist_ok=True)
@@ -213,6 +253,8 @@ def main(argv=None) -> int:
                    help="override a setting in every chapter, e.g. --set train.seed=1")
     p.add_argument("--timeout", type=int, default=3 * 3600, help="seconds a long-running cell may take")
     p.add_argument("--no-html", action="store_true", help="execute chapters only")
+    p.add_argument("--plan-only", action="store_true",
+                   help="print the plan (runs stored and to train per chapter, estimated time) and exit")
     args = p.parse_args(argv)
 
     overrides = {}
@@ -228,21 +270,27 @@ def main(argv=None) -> int:
     if unknown:
         p.error(f"--chapters: unknown chapter {unknown[0]!r}; allowed: {names}")
 
-    if not args.no_html:  # the HTML book needs every chapter executed at least once: check before compute
+    if not args.no_html and not args.plan_only:  # the HTML book needs every chapter executed: check before compute
         missing = [n for n in names if n not in wanted and not list(STAGE.rglob(f"{n}.ipynb"))]
         if missing:
             p.error(f"chapter {missing[0]} was never executed; run it once (leave out --chapters), "
                     "or pass --no-html")
 
+    from . import plan as planning  # torch and the models: only once the arguments are good
+
+    todo = [n for n in names if n in wanted]
+    the_plan = planning.plan(experiment(args.profile, overrides), todo, startup=planning.startup_seconds())
+    print(the_plan.table(), flush=True)
+    if args.plan_only:
+        return 0
     results_dir().mkdir(parents=True, exist_ok=True)
-    with own_children():  # stopped, the command ends its kernels and their sweep workers with it
+    with own_children(), planning.Progress(the_plan):  # stopped, the command ends its kernels and workers with it
         seconds = {}
-        for name in names:
-            if name not in wanted:
-                continue
-            print(f"== {name} (profile {args.profile})", flush=True)
+        for name in todo:
+            print(f"== {name} (profile {args.profile}, planned {the_plan.estimate(name) / 60:.1f} min)", flush=True)
             seconds[name] = execute(name, args.profile, overrides, STAGE, args.timeout)
             print(f"== {name} done in {seconds[name]:.0f} s", flush=True)
+            record_times({name: seconds[name]}, args.profile, the_plan.cpu, {name: the_plan.estimate(name)})
         stage_pages(STAGE)
         status_page(STAGE, seconds)
         scorecard_page(STAGE)

@@ -9,13 +9,15 @@ the run's resolution without keeping the aspect ratio and augmented as in the pa
 """
 from __future__ import annotations
 
+import dataclasses
+import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from .config import CELEBA_ATTRIBUTES, DataConfig
+from .config import CELEBA_ATTRIBUTES, ConfigError, DataConfig
 
 IMAGES = "img_align_celeba"
 ATTRIBUTES_FILE = "list_attr_celeba.txt"
@@ -128,3 +130,20 @@ def run_config(base, cfg, folder: str):
         "model.layers_per_block": cfg.layers_per_block, "model.norm_groups": cfg.norm_groups,
         "train.steps": cfg.steps, "train.checkpoints": cfg.checkpoints, "train.weight_decay": cfg.weight_decay,
         "train.first_checkpoint": min(base.train.first_checkpoint, cfg.steps)})
+
+
+def folder(given, cfg) -> str:
+    """The CelebA folder of chapter 6: `given` (its `celeba_folder` parameter), else `celeba.folder`, else
+    `$CONCEPTSPACE_CELEBA`; '' where none is given. Raises ConfigError if it is not text or not a folder."""
+    found = given or cfg.folder or os.environ.get("CONCEPTSPACE_CELEBA", "")
+    if not isinstance(found, str):
+        raise ConfigError(f"celeba_folder = {found!r} must be a folder path (text)")
+    if found and not Path(found).is_dir():
+        raise ConfigError(f"celeba_folder = {found!r} is not a folder; allowed: '' or a folder holding "
+                          f"{IMAGES}/ and {ATTRIBUTES_FILE}")
+    return found
+
+
+def probe_config(probe, cfg):
+    """The oracle probe of the CelebA run: the profile's probe, trained for `celeba.probe_steps`."""
+    return dataclasses.replace(probe, steps=cfg.probe_steps)

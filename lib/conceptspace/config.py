@@ -39,11 +39,15 @@ class ConfigError(ValueError):
     """A setting is unknown, of the wrong type or out of range."""
 
 
-def _knob(default, *, lo=None, hi=None, lo_open=False, hi_open=False, choices=None, doc="", added=False, item=None):
+def _knob(default, *, lo=None, hi=None, lo_open=False, hi_open=False, choices=None, doc="", added=False, item=None,
+          aliases=None, ids=None):
     """A dataclass field with its allowed range, checked on construction. `added`: a setting that came
     after runs were stored; at its default it is left out of run ids, so those runs keep their names.
-    `item`: for a list that may be empty (its default is), an example entry giving the entries' type."""
-    meta = dict(lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open, choices=choices, doc=doc, added=added, item=item)
+    `item`: for a list that may be empty (its default is), an example entry giving the entries' type.
+    `aliases`: for a choice of names, older values that still mean one of them ({True: "auto"});
+    `ids`: how a value is spelled in run ids where an older spelling named runs already stored."""
+    meta = dict(lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open, choices=choices, doc=doc, added=added, item=item,
+                aliases=aliases or {}, ids=ids or {})
     if isinstance(default, (list, tuple)):
         return field(default_factory=lambda: default, metadata=meta)
     return field(default=default, metadata=meta)
@@ -83,6 +87,12 @@ class DataConfig(_Validated):
     resolution: int = _knob(32, choices=(8, 16, 32, 64), doc="pixels per side (shapes: rendered at 32, then pooled)")
     nuisance: float = _knob(1.0, lo=0, hi=1, doc="fraction of the paper's position and background variation")
     samples_per_class: int = _knob(2048, lo=8, hi=1_000_000, doc="training images per training class")
+    mask: tuple = _knob((), item=0.0, lo=0, hi=1, added=True,
+                        doc="underspecification (chapter 7): per concept of data.concepts, in order, the probability "
+                            "that a training prompt leaves it out (its conditioning slots take the null value, its "
+                            "image is unchanged); [] or all zeros: every prompt fully specified")
+    mask_classes: tuple = _knob((), item=(0, 1), added=True,
+                                doc="training classes whose prompts data.mask applies to ([]: every training class)")
 
     def _check(self, prefix: str) -> None:
         n = len(self.concepts)
@@ -102,6 +112,7 @@ class DataConfig(_Validated):
                                   f"the folder holding img_align_celeba/ and list_attr_celeba.txt")
         if len(set(self.concepts)) != n:
             raise ConfigError(f"{prefix}concepts = {list(self.concepts)} repeats a concept")
+        self._check_mask(prefix, n)
         classes = 2 ** n
         for cls_ in self.held_out:
             if len(cls_) != n or any(v not in (0, 1) for v in cls_):
@@ -116,6 +127,29 @@ class DataConfig(_Validated):
             if len({c[i] for c in train}) < 2:
                 raise ConfigError(f"{prefix}held_out = {to_dict(self.held_out)} leaves only one value of "
                                   f"{concept!r} in training; every value must be seen in some training class")
+
+    def _check_mask(self, prefix: str, n: int) -> None:
+        """data.mask and data.mask_classes (each probability's range is checked by its knob). A mask of zeros
+        masks nothing and is stored as no mask, so such a run keeps the unmasked run's id."""
+        if self.mask_classes and not self.mask:
+            raise ConfigError(f"{prefix}mask_classes = {to_dict(self.mask_classes)} without {prefix}mask: set "
+                              f"{prefix}mask to the probability of leaving each concept out")
+        if not self.mask:
+            return
+        if len(self.mask) != n:
+            raise ConfigError(f"{prefix}mask = {list(self.mask)} has {len(self.mask)} values; allowed: one probability "
+                              f"0 ≤ p ≤ 1 per concept of {prefix}concepts = {list(self.concepts)}, or [] for none")
+        if self.dataset != "shapes":
+            raise ConfigError(f"{prefix}mask = {list(self.mask)}: masking applies to data.dataset = 'shapes' only; "
+                              f"allowed with data.dataset = {self.dataset!r}: []")
+        train = [c for c in _all_classes(n) if c not in self.held_out]
+        for cls_ in self.mask_classes:
+            if tuple(cls_) not in train:
+                raise ConfigError(f"{prefix}mask_classes has {list(cls_)}, not a training class; allowed: "
+                                  f"{[list(c) for c in train]}")
+        if not any(self.mask):
+            object.__setattr__(self, "mask", ())
+            object.__setattr__(self, "mask_classes", ())
 
 
 @dataclass(frozen=True)
@@ -166,8 +200,12 @@ class TrainConfig(_Validated):
     cond_dropout: float = _knob(0.0, lo=0, hi=1, hi_open=True, doc="P(null conditioning), for guidance")
     timesteps: int = _knob(1000, lo=10, hi=10_000, doc="diffusion timesteps of the training schedule")
     seed: int = _knob(0, lo=0, hi=2**31 - 1, doc="seeds data, initialization and batches")
-    bf16: bool = _knob(True, doc="bf16 autocast on CUDA, training and sampling (no effect on CPU); "
-                                 "off: fp32, as on CPU", added=True)
+    bf16: str = _knob("auto", choices=("auto", "always", "never"), added=True,
+                      aliases={True: "auto", False: "never"}, ids={"never": False},  # its values were true/false
+                      doc="bf16 autocast, training and sampling: auto: where the hardware has bf16 arithmetic "
+                          "(CUDA with bf16 support, a CPU with AVX512-BF16 or AMX-BF16), fp32 elsewhere; always: "
+                          "bf16 on every device (emulated, slowly, on other CPUs); never: fp32. "
+                          "true and false mean auto and never. A bf16 run has its own run id (RunConfig.run_id)")
     compile: str = _knob("cuda", choices=("cuda", "always", "never"), added=True,
                          doc="torch.compile the training forward pass: on CUDA only (CPU stays eager), "
                              "on every device, or never")
@@ -295,6 +333,24 @@ class CelebAConfig(_Validated):
 
 
 @dataclass(frozen=True)
+class UnderspecConfig(_Validated):
+    """Chapter 7's runs (Park et al. 2024, Fig. 2's mixing function and its underspecification experiment;
+    references: underspecification): one concept of the held-out class left out of a fraction p of the
+    training prompts of the class that shares the held-out class's other value (our reconstruction)."""
+    _prefix = "underspec."
+    concept: str = _knob("color", choices=("color", "size"), doc="the concept the prompts leave out")
+    fractions: tuple = _knob((0.0, 0.25, 0.5, 0.75, 1.0), lo=0, hi=1,
+                             doc="p: the fraction of that class's training prompts that leave the concept out")
+    seeds: tuple = _knob((0, 100, 200, 300, 400), doc="training seeds")
+    delta_color: float = _knob(0.0, lo=0, hi=1, doc="Δc of the runs (0: the profile's run's)")
+
+    def _check(self, prefix: str) -> None:
+        if len(set(self.fractions)) != len(self.fractions) or not {0.0, 1.0} <= set(self.fractions):
+            raise ConfigError(f"{prefix}fractions = {list(self.fractions)}; allowed: distinct values in [0, 1] that "
+                              f"include 0 (the fully specified control) and 1 (every such prompt masked)")
+
+
+@dataclass(frozen=True)
 class RunConfig(_Validated):
     """What defines a trained run; its hash names the run in the store."""
     data: DataConfig = field(default_factory=DataConfig)
@@ -314,8 +370,16 @@ class RunConfig(_Validated):
             raise ConfigError(f"train.first_checkpoint = {self.train.first_checkpoint} is after the last step "
                               f"(train.steps = {self.train.steps}); allowed: 1 ≤ train.first_checkpoint ≤ train.steps")
 
-    def run_id(self) -> str:
-        return stable_hash(_identity(self))
+    def run_id(self, precision: str | None = None) -> str:
+        """The run's name in the store: the hash of its settings and, for a run trained in bf16, of its
+        precision, so bf16 and fp32 runs never share a folder (fp32 runs keep the ids they had before
+        precision was a setting). `precision`: "bf16" or "fp32", as `model.precision` resolves `train.bf16`
+        on the training device; by default on the device `train` picks (CUDA where there is one)."""
+        if precision is None:
+            from .model import default_precision  # imports torch: config stays importable without it
+
+            precision = default_precision(self.train)
+        return stable_hash(identity(self, precision))
 
     def with_changes(self, **dotted) -> "RunConfig":
         """A copy with settings replaced by dotted name, validated: `with_changes(**{"data.delta_color": .2})`.
@@ -338,7 +402,7 @@ RECIPE_DEFAULTS = {
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig, "probe": ProbeConfig,
             "sweep": SweepConfig, "capability": CapabilityConfig, "sim": SimConfig, "multi": MultiConfig,
-            "celeba": CelebAConfig}
+            "celeba": CelebAConfig, "underspec": UnderspecConfig}
 
 
 @dataclass(frozen=True)
@@ -353,6 +417,21 @@ class Experiment:
     sim: SimConfig
     multi: MultiConfig
     celeba: CelebAConfig
+    underspec: UnderspecConfig
+
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def identity(run: RunConfig, precision: str) -> dict:
+    """What a run id hashes: the run's settings (`_identity`), plus {"precision": "bf16"} when it trains in
+    bf16 (fp32 adds nothing: the ids of runs stored before keep their names)."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision = {precision!r} is unknown; allowed: {list(PRECISIONS)}")
+    out = _identity(run)
+    if precision == "bf16":
+        out["precision"] = "bf16"
+    return out
 
 
 def _identity(obj) -> Any:
@@ -365,7 +444,8 @@ def _identity(obj) -> Any:
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         if f.metadata.get("added") and value == default:
             continue
-        out[f.name] = _identity(value)
+        ids = f.metadata.get("ids") or {}
+        out[f.name] = ids[value] if not dataclasses.is_dataclass(value) and value in ids else _identity(value)
     return out
 
 
@@ -431,10 +511,15 @@ def _check_number(value, kind, meta, name):
 def _coerce(value, default, meta, name):
     """Check one value against the type of its default and its allowed range."""
     if isinstance(default, str):
+        aliases = meta.get("aliases") or {}
+        also = "".join(f", or {_yaml(k)} (= {v!r})" for k, v in aliases.items())
+        if isinstance(value, bool) and value in aliases:
+            return aliases[value]
         if not isinstance(value, str):
-            raise ConfigError(f"{name} = {value!r} must be text")
+            allowed = f"; allowed: {list(meta['choices'])}{also}" if meta["choices"] is not None else ""
+            raise ConfigError(f"{name} = {value!r} must be text{allowed}")
         if meta["choices"] is not None and value not in meta["choices"]:
-            raise ConfigError(f"{name} = {value!r} is unknown; allowed: {list(meta['choices'])}")
+            raise ConfigError(f"{name} = {value!r} is unknown; allowed: {list(meta['choices'])}{also}")
         return value
     if isinstance(default, bool):
         if not isinstance(value, bool):
@@ -444,10 +529,12 @@ def _coerce(value, default, meta, name):
         return _check_number(value, type(default), meta, name)
     if isinstance(default, tuple):
         if not isinstance(value, (list, tuple)) or (len(value) == 0 and default):
+            if not default:  # a list that may be empty: its example entry shows the entries' type
+                raise ConfigError(f"{name} = {value!r} must be a list like {[to_dict(meta['item'])]}")
             raise ConfigError(f"{name} = {value!r} must be a non-empty list like {list(to_dict(default))}")
         sample = default[0] if default else meta["item"]
         if isinstance(sample, (list, tuple)):
-            return tuple(tuple(_coerce(v, default[0][0], {**meta, "lo": 0, "hi": None}, f"{name}[{i}]")
+            return tuple(tuple(_coerce(v, sample[0], {**meta, "lo": 0, "hi": None}, f"{name}[{i}]")
                                for v in _as_list(item, name)) for i, item in enumerate(value))
         if isinstance(sample, str):
             for v in value:
@@ -461,6 +548,11 @@ def _coerce(value, default, meta, name):
             entry.update(lo=0, lo_open=False)
         return tuple(_check_number(v, type(sample), entry, f"{name}[{i}]") for i, v in enumerate(value))
     raise ConfigError(f"{name}: unsupported setting type {type(default).__name__}")
+
+
+def _yaml(value) -> str:
+    """A value as a profile or `--set` spells it (true, not True)."""
+    return json.dumps(value) if isinstance(value, bool) else repr(value)
 
 
 def _as_list(item, name):
@@ -527,4 +619,5 @@ def experiment(profile: str = "cpu", overrides: dict | None = None) -> Experimen
                       capability=build(CapabilityConfig, settings.get("capability"), "capability."),
                       sim=build(SimConfig, settings.get("sim"), "sim."),
                       multi=build(MultiConfig, settings.get("multi"), "multi."),
-                      celeba=build(CelebAConfig, settings.get("celeba"), "celeba."))
+                      celeba=build(CelebAConfig, settings.get("celeba"), "celeba."),
+                      underspec=build(UnderspecConfig, settings.get("underspec"), "underspec."))

@@ -3,7 +3,8 @@
 One disc with a blurred edge on a light background. Concepts are color (red/blue), size
 (large/small) and, in the 3-concept setting, background (light/dark). The concept signal Δ of a
 concept is the distance between its two values; the generator maps Δc and Δs to RGB and radius
-exactly as the paper's code does. Used by: every diffusion chapter.
+exactly as the paper's code does. A training prompt may leave a concept out (`data.mask`: its slots take
+the null value; chapter 7). Used by: every diffusion chapter.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ RENDER_SIZE = 32  # the paper's image; lower resolutions are average-pooled from
 BLUR_SIGMA_PX = 1.0
 PIXEL_NOISE = 1e-3
 GREY = 0.9  # mean background when background is not a concept
+NULL_VALUE = -1.0  # the paper's null token (model.NULL_CONDITIONING): the slots of a concept a prompt leaves out
 
 
 def all_classes(data: DataConfig) -> list[tuple[int, ...]]:
@@ -139,6 +141,30 @@ def conditioning(data: DataConfig, attrs: dict) -> torch.Tensor:
     return h
 
 
+def prompt_masks(data: DataConfig, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor | None:
+    """Which concepts each training prompt leaves out (N × n_concepts, bool): concept i of an image of a
+    class in `data.mask_classes` (every training class if empty) with probability `data.mask[i]`, one draw
+    per image and concept from `generator` (the mixing function M of Park et al. 2024, Fig. 2; references:
+    underspecification). None without a mask: nothing is drawn."""
+    if not data.mask:
+        return None
+    draws = torch.rand(labels.shape[0], len(data.concepts), generator=generator)
+    chosen = torch.ones(labels.shape[0], dtype=torch.bool)
+    if data.mask_classes:
+        chosen = (labels[:, None, :] == torch.tensor(data.mask_classes)[None]).all(-1).any(-1)
+    return (draws < torch.tensor(data.mask)) & chosen[:, None]
+
+
+def mask_prompts(data: DataConfig, cond: torch.Tensor, masked: torch.Tensor | None) -> torch.Tensor:
+    """The conditioning with each left-out concept's slots set to NULL_VALUE (its images are not touched)."""
+    if masked is None:
+        return cond
+    cond = cond.clone()
+    for i, concept in enumerate(data.concepts):
+        cond[masked[:, i], COND_SLOTS[concept]] = NULL_VALUE
+    return cond
+
+
 def class_prompt(data: DataConfig, cls) -> torch.Tensor:
     """The conditioning vector of a class's mean values: the naive prompt for that class (references: naive-prompt)."""
     classes = torch.tensor([cls])
@@ -153,7 +179,8 @@ def make_dataset(data: DataConfig, seed: int, device: torch.device | str = "cpu"
 
     Random draws come from a CPU generator so every device sees the same data; rendering runs on
     `device`. Returns images (N,3,R,R) in [0,1] (CelebA: uint8, augmented per batch), conditioning
-    (N, cond_dim) and class labels (N, n_concepts).
+    (N, cond_dim) and class labels (N, n_concepts). With `data.mask` the prompts that leave a concept out
+    are drawn last, from the same generator: a masked run trains on the unmasked run's images.
     """
     if data.dataset == "celeba":
         from .celeba import conditioning as one_hot
@@ -165,7 +192,8 @@ def make_dataset(data: DataConfig, seed: int, device: torch.device | str = "cpu"
     labels = train.repeat_interleave(data.samples_per_class, dim=0)
     attrs = attributes(data, labels, g)
     images = render(attrs, data.resolution, g, device)
-    return images, conditioning(data, attrs).to(device), labels.to(device)
+    cond = mask_prompts(data, conditioning(data, attrs), prompt_masks(data, labels, g))
+    return images, cond.to(device), labels.to(device)
 
 
 PAPER_TRAIN_FRACTION = 0.85  # the original trains on 85 % of the generated images (5,222 of 6,144), validates on 15 %

@@ -9,6 +9,9 @@ paper: the original's network (`paper_unet`) with its learned VDM schedule (`vdm
 """
 from __future__ import annotations
 
+import functools
+from pathlib import Path
+
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 from diffusers.models.downsampling import Downsample2D
@@ -16,7 +19,7 @@ from diffusers.models.upsampling import Upsample2D
 from torch import nn
 
 from . import vdm
-from .config import ModelConfig, RunConfig, TrainConfig
+from .config import ConfigError, ModelConfig, RunConfig, TrainConfig
 from .data import cond_dim
 from .paper_unet import PaperUNet
 
@@ -101,16 +104,72 @@ def null_conditioning(like: torch.Tensor) -> torch.Tensor:
     return torch.full_like(like, NULL_CONDITIONING)
 
 
-def uses_bf16(train: TrainConfig, device: torch.device) -> bool:
-    """bf16 autocast: on CUDA only, unless the run asks for fp32 (`train.bf16`)."""
-    return device.type == "cuda" and train.bf16
+CPUINFO = Path("/proc/cpuinfo")
+# CPU flags (Linux's names) of bf16 arithmetic in hardware: AVX512-BF16 (Cooper Lake, Zen 4 and later)
+# and AMX-BF16 (Sapphire Rapids and later). Without them torch still runs bf16, converting to fp32.
+NATIVE_CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
-def _guided(model: nn.Module, guidance: torch.Tensor | None, bf16: bool):
+def cpu_flags(cpuinfo: str) -> set[str]:
+    """The feature flags listed by /proc/cpuinfo text (its `flags` lines)."""
+    out: set[str] = set()
+    for line in cpuinfo.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() == "flags":
+            out.update(value.split())
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _native_cpu_bf16(path: str) -> bool:
+    try:
+        text = Path(path).read_text()
+    except OSError:  # no /proc (macOS, Windows): nothing says the CPU has it
+        return False
+    return any(flag in cpu_flags(text) for flag in NATIVE_CPU_BF16_FLAGS)
+
+
+def native_cpu_bf16(path: str | Path | None = None) -> bool:
+    """Whether this CPU does bf16 arithmetic in hardware, as /proc/cpuinfo (`path`) says: one of
+    NATIVE_CPU_BF16_FLAGS. False where there is no such file. Read once per path."""
+    return _native_cpu_bf16(str(path if path is not None else CPUINFO))
+
+
+def native_bf16(device: torch.device | str) -> bool:
+    """Whether `device` does bf16 arithmetic in hardware: CUDA with bf16 support (not the emulation torch
+    offers on older GPUs), or a CPU with native_cpu_bf16."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+    return device.type == "cpu" and native_cpu_bf16()
+
+
+def precision(train: TrainConfig, device: torch.device | str) -> str:
+    """The arithmetic a run trains and samples in on `device`, "bf16" or "fp32", from `train.bf16`:
+    auto: bf16 where the device has it natively (native_bf16), fp32 elsewhere; always: bf16; never: fp32."""
+    mode = train.bf16
+    if mode == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    if mode in ("always", "never"):
+        return "bf16" if mode == "always" else "fp32"
+    raise ConfigError(f"train.bf16 = {mode!r} is unknown; allowed: ['auto', 'always', 'never']")
+
+
+def default_precision(train: TrainConfig) -> str:
+    """`precision` on the device `train.train` picks when given none: CUDA where there is one, else the CPU."""
+    return precision(train, "cuda" if torch.cuda.is_available() else "cpu")
+
+
+def autocast(device: torch.device | str, prec: str):
+    """The context a forward pass runs in: bf16 autocast on `device` where `prec` is "bf16"."""
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=prec == "bf16")
+
+
+def _guided(model: nn.Module, guidance: torch.Tensor | None, device: torch.device, prec: str):
     """ε̂(x, t, h), with classifier-free guidance ε_u + w (ε_c − ε_u) where `guidance` w is given (the
-    unconditional pass uses the null conditioning; both passes run in one batch)."""
+    unconditional pass uses the null conditioning; both passes run in one batch), in `prec` arithmetic."""
     def eps(x, t, cond):
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+        with autocast(device, prec):
             if guidance is None:
                 return model(x, t, cond).float()
             both = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([cond, null_conditioning(cond)]))
@@ -132,7 +191,7 @@ def sample(model: nn.Module, run: RunConfig, cond: torch.Tensor, noise: torch.Te
     x, cond = noise.to(param.device), cond.to(param.device)
     if guidance is not None:
         guidance = torch.as_tensor(guidance, dtype=torch.float32, device=x.device).reshape(-1, 1, 1, 1)
-    eps = _guided(model, guidance, uses_bf16(run.train, param.device))
+    eps = _guided(model, guidance, param.device, precision(run.train, param.device))
     if run.model.recipe == "paper":
         return vdm.sample(eps, model.schedule, cond, x, steps)
     scheduler = DDIMScheduler.from_config(noise_scheduler(run).config)

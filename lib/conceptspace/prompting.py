@@ -3,7 +3,8 @@
 
 A prompt is data (hashable, stored with its evaluations); `evaluate` turns it into samples. The
 held-out class's capability under a method is the best of that method's prompts at a checkpoint.
-Used by: every diffusion chapter (naive prompts), chapter 4 (the interventions).
+Used by: every diffusion chapter (naive prompts), chapter 4 (the interventions), chapter 7 (underspecified
+prompts and the interventions).
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from .config import DataConfig, EvalConfig, stable_hash, to_dict
-from .data import COND_SLOTS, all_classes, class_name, class_prompt
+from .data import COND_SLOTS, NULL_VALUE, all_classes, class_name, class_prompt, value_name
 
 # The paper's five over-prompts: colors pushed past the training range, radius 0.3 (references: over-prompting).
 OVER_PROMPT_COLORS = ((0.40, 0.40, 0.60), (0.35, 0.35, 0.65), (0.25, 0.25, 0.75), (0.15, 0.15, 0.85),
@@ -78,3 +79,12 @@ def guidance_prompts(data: DataConfig, target, n: int, weights) -> list[Prompt]:
     """The naive prompt sampled with classifier-free guidance weight w (w = 1: plain conditional)."""
     cond = tuple(class_prompt(data, target).tolist())
     return [Prompt(f"guidance w={w:g}", tuple(target), cond, n, "guidance", guidance=float(w)) for w in weights]
+
+
+def underspecified_prompt(data: DataConfig, cls, concept: str, n: int) -> Prompt:
+    """A class's naive prompt with `concept` left out (its slots at the null value), as the prompts of a masked
+    training class read (chapter 7; references: underspecification). Its target is the class it was drawn from."""
+    h = class_prompt(data, cls)
+    h[COND_SLOTS[concept]] = NULL_VALUE
+    others = [value_name(c, v) for c, v in zip(data.concepts, cls) if c != concept]
+    return Prompt(f"{' '.join(others)}, {concept} left out", tuple(cls), tuple(h.tolist()), n, "underspecified")

@@ -84,10 +84,8 @@ def run_sweep(configs: list[RunConfig], ev: EvalConfig, probe: ProbeConfig, stor
     if backend not in ("local", "ray"):
         raise ValueError(f"backend = {backend!r} is unknown; allowed: ['local', 'ray']")
     store = store or Store()
-    cores = os.cpu_count() or 1
     gpus = torch.cuda.device_count()
-    workers = workers or max(1, min(len(configs), cores, RUNS_PER_GPU * gpus or cores))
-    threads = threads or max(1, cores // workers)
+    workers, threads = layout(len(configs), workers, threads)
     if gpus_per_run is None:
         gpus_per_run = 1 / RUNS_PER_GPU if gpus else 0.0
     load_probe(store, configs[0].data, probe)  # trained once, here, before workers would race for it
@@ -109,7 +107,7 @@ def run_sweep(configs: list[RunConfig], ev: EvalConfig, probe: ProbeConfig, stor
         import ray
         if not ray.is_initialized():
             address = ray_address or os.environ.get("RAY_ADDRESS")
-            ray.init(address=address, **({} if address else {"num_cpus": cores}), include_dashboard=False,
+            ray.init(address=address, **({} if address else {"num_cpus": os.cpu_count() or 1}), include_dashboard=False,
                      log_to_driver=False)
         task = ray.remote(num_cpus=threads, num_gpus=gpus_per_run)(train_and_evaluate)
         refs = {task.remote(j): i for i, j in enumerate(jobs)}
@@ -120,6 +118,16 @@ def run_sweep(configs: list[RunConfig], ev: EvalConfig, probe: ProbeConfig, stor
             bar.update(1)
     bar.close()
     return records
+
+
+def layout(runs: int, workers: int | None = None, threads: int | None = None,
+           cores: int | None = None, gpus: int | None = None) -> tuple[int, int]:
+    """(workers, threads each) of a local sweep of `runs` runs: one worker per core, one thread each,
+    or RUNS_PER_GPU per GPU; the planner (plan.py) estimates with the same layout."""
+    cores = cores or os.cpu_count() or 1
+    gpus = torch.cuda.device_count() if gpus is None else gpus
+    workers = workers or max(1, min(runs, cores, RUNS_PER_GPU * gpus or cores))
+    return workers, threads or max(1, cores // workers)
 
 
 def init_worker(counter, gpus: int, parent: int) -> None:

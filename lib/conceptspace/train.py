@@ -21,9 +21,9 @@ from diffusers.training_utils import EMAModel
 from tqdm import tqdm
 
 from . import vdm
-from .config import RunConfig, TrainConfig, to_dict
+from .config import ConfigError, RunConfig, TrainConfig, to_dict
 from .data import PAPER_TRAIN_FRACTION, TrainingSet
-from .model import build_model, noise_scheduler, null_conditioning, uses_bf16
+from .model import autocast, build_model, default_precision, noise_scheduler, null_conditioning, precision
 from .store import CorruptFileError, Run, Store, load_tensors, save_tensors, write_json
 
 KEEP_STATES = 2  # resume states kept per run: the newest, and one to fall back on if it is damaged
@@ -186,11 +186,13 @@ def train(run_cfg: RunConfig, store: Store | None = None, hooks: tuple[Hook, ...
 
     An interrupted run resumes from its newest intact checkpoint. A second process asking for the
     same run waits for the first, then finds it done. `stop_after` ends training early at that step
-    (after its checkpoint if there is one), as a kill would, for tests of resumption.
+    (after its checkpoint if there is one), as a kill would, for tests of resumption. The run trains in
+    `model.precision` on `device`, the precision its id names (RunConfig.run_id).
     """
     store = store or Store()
     run = store.run(run_cfg)
     device = pick_device(device)
+    _check_precision(run_cfg.train, device)
     log = (lambda msg: print(msg, file=sys.stderr)) if progress else (lambda msg: None)
     with run.lock():
         if run.done:
@@ -233,9 +235,20 @@ def train(run_cfg: RunConfig, store: Store | None = None, hooks: tuple[Hook, ...
         bar.close()
         write_json(run.dir / "done.json", {
             "steps": tc.steps, "train_seconds": s.wall + time.time() - t0,
-            "device": device_name(device), "threads": torch.get_num_threads(),
+            "device": device_name(device), "threads": torch.get_num_threads(), "precision": precision(tc, device),
             "params": sum(p.numel() for p in s.model.parameters()), "config": to_dict(run_cfg)})
     return run
+
+
+def _check_precision(tc: TrainConfig, device: torch.device) -> None:
+    """A run id names the precision `train.bf16` gives on the device `train` picks by default (CUDA where
+    there is one): training elsewhere must give the same, or bf16 and fp32 runs would share a folder."""
+    here, named = precision(tc, device), default_precision(tc)
+    if here != named:
+        default = pick_device()
+        raise ConfigError(f"train.bf16 = {tc.bf16!r} trains in {here} on {device.type} but in {named} on "
+                          f"{default.type}, the device run ids are named for; to train on {device.type}, "
+                          f"set train.bf16 to 'always' (bf16) or 'never' (fp32)")
 
 
 def training_set(run_cfg: RunConfig, device) -> TrainingSet:
@@ -280,11 +293,14 @@ def _drop_conditioning(h: torch.Tensor, tc: TrainConfig, g: torch.Generator, dev
 
 
 def _autocast(forward: Callable, tc: TrainConfig, device) -> Callable:
-    """The forward in bf16 autocast where the run uses it, channels-last on CUDA."""
+    """The forward in bf16 autocast where the run trains in bf16 (`model.precision`: on CUDA or on the
+    CPU), channels-last on CUDA."""
+    prec = precision(tc, device)
+
     def run(x, t, h):
         if device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=uses_bf16(tc, device)):
+        with autocast(device, prec):
             return forward(x, t, h)
     return run
 
