@@ -1,7 +1,7 @@
 import pytest
 import torch
 from conceptspace import data
-from conceptspace.config import DataConfig, build
+from conceptspace.config import DATASET_RULES, DataConfig, build
 
 
 def cfg(**kw):
@@ -101,3 +101,7 @@ def test_concept_signal_matches_the_papers_pixel_mse(dc, ds, color_mse, size_mse
 def test_concept_signal_grows_with_delta():
     values = [data.concept_signal(cfg(delta_color=dc), "color") for dc in (0.2, 0.4, 0.6)]
     assert values == sorted(values)
+
+
+def test_every_dataset_the_config_allows_makes_images():
+    assert set(data.DATASETS) == set(DATASET_RULES)

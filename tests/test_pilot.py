@@ -29,6 +29,17 @@ EARLY_BLIP = [1, 1, 0, 0, 0, 0, 0.1, 0.1]    # the first checkpoints' blobs read
 LATE_DIP = [0, 0.9, 1, 1, 1, 0, 0, 0]        # learned, then lost: not for good
 
 
+def test_the_concept_learned_first_is_named_with_each_concepts_step():
+    one = table({"r": RISES}).assign(acc_color=lambda t: [1.0 if s >= 200 else 0.0 for s in t.step],
+                                     acc_size=lambda t: [1.0 if s >= 400 else 0.0 for s in t.step])
+    first, steps = pilot.first_concept(one, HELD, ("color", "size"))
+    assert first == "color" and steps["color"] < steps["size"] < math.inf
+    never = one.assign(acc_color=0.0, acc_size=0.0)
+    assert pilot.first_concept(never, HELD, ("color", "size"))[0] == "none"
+    s = pilot.score_runs(one, runs(["r"]), HELD, concepts=("color", "size"))
+    assert s["first"][0] == "color" and " first " in pilot.report(s).splitlines()[0]
+
+
 def test_a_run_that_rises_once_is_learned_at_its_crossing_and_costs_steps_times_flops():
     s = pilot.score_runs(table({"r": RISES}), runs(["r"], flops=2e9), HELD)
     step = s.learned_step[0]  # smoothing (σ = 1.5 checkpoints) puts it a checkpoint or two after the raw rise
@@ -70,6 +81,9 @@ def test_candidates_parse_by_name_or_inline_and_bad_ones_fail_before_compute():
     assert pilot.parse_candidate("ema-0.99") == ("ema-0.99", {"train.ema_decay": 0.99})
     assert pilot.parse_candidate("x:train.batch_size=32;model.channels=[16, 32]") == (
         "x", {"train.batch_size": 32, "model.channels": [16, 32]})
+    assert pilot.parse_candidate("lr:train.learning_rate=2e-3")[1] == {"train.learning_rate": 0.002}  # YAML: a str
+    assert pilot.split_candidates("a,x:model.channels=[16, 32];train.batch_size=32,b") == [
+        "a", "x:model.channels=[16, 32];train.batch_size=32", "b"]
     with pytest.raises(ConfigError, match="unknown"):
         pilot.parse_candidate("nope")
     with pytest.raises(ConfigError, match="not key=value"):

@@ -12,11 +12,11 @@ out); sampling images/s with the 50-step sampler, evaluation
 time per checkpoint and its share of a cpu-profile run; sweep throughput: several runs stacked in one
 process (torch.func.vmap) and two single-thread processes side by side, against run-by-run; and a plain
 diffusers UNet2DModel of the paper's widths as the in-run reference for the original network's speed;
-the forward pass timed alone, to split the step's FLOP rate into forward and backward. Medians of
-repeated timings. On CUDA (the default where there is one) the steps run as a run would there (the
-profile's compile settings), the peaks are an 8192² fp32 (no TF32) and bf16 GEMM, and the
-CPU-only parts (process sweep, the estimate of the original network) are left out. A benchmark, not a
-test: it asserts nothing.
+the forward pass timed alone, to split the step's FLOP rate into forward and backward. Each time is the
+mean seconds per call of repeated calls after two warm-up calls (torch.utils.benchmark's Timer). On CUDA
+(the default where there is one) the steps run as a run would there (the profile's compile settings),
+the peaks are an 8192² fp32 (no TF32) and bf16 GEMM, and the CPU-only parts (process sweep, the
+estimate of the original network) are left out. A benchmark, not a test: it asserts nothing.
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.benchmark import Timer
 from torch.utils.flop_counter import FlopCounterMode
 
 from .config import experiment
@@ -40,25 +41,17 @@ from .train import _new_state, _train_step, checkpoint_steps, device_name, loss_
 CPU = torch.device("cpu")
 
 
-def timed(fn, repeats: int, warmup: int = 2, device: torch.device = CPU) -> float:
-    """Median seconds of `fn()` over `repeats` calls after `warmup` (on CUDA, to the end of its kernels)."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        sync()
-        t = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+def timer_of(fn) -> Timer:
+    """A Timer of `fn()` on the threads torch uses now, not Timer's default of one, so a time means what
+    a run on those threads sees. It synchronizes CUDA around what it times; `.timeit(repeats).median` is
+    the mean seconds per call of `repeats` calls after two warm-up calls."""
+    return Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
 
 
 def gemm_peak(n: int = 2048, repeats: int = 10, device: torch.device = CPU, dtype=torch.float32) -> float:
     """FLOP/s of an n×n matmul through torch (MKL on CPU, cuBLAS on CUDA)."""
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    return 2 * n ** 3 / timed(lambda: a @ b, repeats, device=device)
+    return 2 * n ** 3 / timer_of(lambda: a @ b).timeit(repeats).median
 
 
 def numpy_gemm_peak(n: int = 2048, repeats: int = 10) -> float:
@@ -66,7 +59,7 @@ def numpy_gemm_peak(n: int = 2048, repeats: int = 10) -> float:
     project's AMD CPUs torch's MKL sgemm runs ≈ 15 % below it; a step is measured against the best GEMM
     the machine runs, not the slower of two libraries."""
     a, b = (np.random.default_rng(i).standard_normal((n, n), dtype=np.float32) for i in range(2))
-    return 2 * n ** 3 / timed(lambda: a @ b, repeats)
+    return 2 * n ** 3 / timer_of(lambda: a @ b).timeit(repeats).median
 
 
 def model_and_batch(run, device: torch.device = CPU):
@@ -85,22 +78,22 @@ def train_step_flops(run) -> float:
 
 
 def forward_timing(run, repeats: int, device: torch.device = CPU) -> tuple[float, float]:
-    """FLOP and median seconds of the forward pass alone (no autograd), in the run's precision on `device`:
+    """FLOP and seconds of the forward pass alone (no autograd), in the run's precision on `device`:
     with the step's, where time goes."""
     model, batch = model_and_batch(run, device)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(*batch)
     with torch.no_grad(), autocast(device, precision(run.train, device)):
-        return float(counter.get_total_flops()), timed(lambda: model(*batch), repeats, device=device)
+        return float(counter.get_total_flops()), timer_of(lambda: model(*batch)).timeit(repeats).median
 
 
-def train_timing(run, repeats: int, device: torch.device = CPU, warmup: int = 2) -> float:
-    """Median seconds per training step (AdamW, clipping and EMA included), as `train` runs it on `device`
+def train_timing(run, repeats: int, device: torch.device = CPU) -> float:
+    """Seconds per training step (AdamW, clipping and EMA included), as `train` runs it on `device`
     (in the run's precision there)."""
     state = _new_state(run, device)
     train_set = training_set(run.with_changes(**{"data.samples_per_class": 256}), device)
     objective = loss_function(run)
-    return timed(lambda: _train_step(state, train_set, objective, run.train, device), repeats, warmup, device)
+    return timer_of(lambda: _train_step(state, train_set, objective, run.train, device)).timeit(repeats).median
 
 
 def in_precision(run, prec: str):
@@ -113,7 +106,7 @@ def sampling_rate(run, n: int, steps: int = 50, device: torch.device = CPU) -> f
     model = build_model(run).to(device).eval()
     noise = torch.randn(n, 3, run.data.resolution, run.data.resolution, device=device)
     cond = torch.rand(n, 11, device=device)
-    return n / timed(lambda: sample(model, run, cond, noise, steps), 1, warmup=1, device=device)
+    return n / timer_of(lambda: sample(model, run, cond, noise, steps)).timeit(1).median
 
 
 def stacked_step_timing(run, k: int, repeats: int) -> float:
@@ -135,7 +128,7 @@ def stacked_step_timing(run, k: int, repeats: int) -> float:
         opt.zero_grad()
         loss.backward()
         opt.step()
-    return timed(step, repeats)
+    return timer_of(step).timeit(repeats).median
 
 
 ONE_THREAD = """
@@ -185,7 +178,7 @@ def main(argv=None) -> dict:
         steps = {}
         for p in (prec, "fp32" if prec == "bf16" else "bf16"):
             if p == "bf16" and not out["gemm_bf16_native"]:  # emulated: ≈ 10x fp32's time, timed once
-                steps[p] = None if big else train_timing(in_precision(run, p), 1, device, warmup=1)
+                steps[p] = None if big else train_timing(in_precision(run, p), 1, device)
             else:
                 steps[p] = train_timing(in_precision(run, p), max(2, reps // (4 if big else 1)), device)
         s = steps[prec]

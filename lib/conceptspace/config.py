@@ -71,11 +71,40 @@ class _Validated:
         """Constraints between this section's settings (each value's own range is checked above)."""
 
 
+class _ShapesRules:
+    """What data.dataset = 'shapes' allows: the renderer's concepts, at its 32 pixels or pooled below."""
+    concepts = CONCEPTS
+    maskable = True
+
+    def check(self, data, prefix: str) -> None:
+        if data.resolution > 32:
+            raise ConfigError(f"{prefix}resolution = {data.resolution}: the shapes are rendered at 32 pixels; "
+                              f"allowed: one of [8, 16, 32]")
+
+
+class _CelebARules:
+    """What data.dataset = 'celeba' allows: two of CelebA's attributes, read from a folder, every prompt whole."""
+    concepts = CELEBA_ATTRIBUTES
+    maskable = False
+
+    def check(self, data, prefix: str) -> None:
+        if len(data.concepts) != 2:
+            raise ConfigError(f"{prefix}concepts = {list(data.concepts)}: CelebA runs take two attributes")
+        if not data.folder or not Path(data.folder).is_dir():
+            raise ConfigError(f"{prefix}folder = {data.folder!r} is not a folder; data.dataset = 'celeba' needs "
+                              f"the folder holding img_align_celeba/ and list_attr_celeba.txt")
+
+
+# What each data.dataset allows, checked here without torch so bad settings fail before any import of it;
+# how each makes its images and prompts: data.DATASETS.
+DATASET_RULES = {"shapes": _ShapesRules(), "celeba": _CelebARules()}
+
+
 @dataclass(frozen=True)
 class DataConfig(_Validated):
     """The image generator (references: data-renderer): one blurred disc on a light background."""
     _prefix = "data."
-    dataset: str = _knob("shapes", choices=("shapes", "celeba"), doc="rendered discs, or real faces from a folder",
+    dataset: str = _knob("shapes", choices=tuple(DATASET_RULES), doc="rendered discs, or real faces from a folder",
                          added=True)
     folder: str = _knob("", doc="celeba: the folder holding img_align_celeba/ and list_attr_celeba.txt", added=True)
     concepts: tuple = _knob(("color", "size"),  # allowed values depend on data.dataset: _check
@@ -96,20 +125,12 @@ class DataConfig(_Validated):
 
     def _check(self, prefix: str) -> None:
         n = len(self.concepts)
-        allowed = CONCEPTS if self.dataset == "shapes" else CELEBA_ATTRIBUTES
-        bad = [c for c in self.concepts if c not in allowed]
+        rules = DATASET_RULES[self.dataset]
+        bad = [c for c in self.concepts if c not in rules.concepts]
         if bad:
             raise ConfigError(f"{prefix}concepts has {bad[0]!r}, not a concept of data.dataset = "
-                              f"{self.dataset!r}; allowed: {list(allowed)}")
-        if self.dataset == "shapes" and self.resolution > 32:
-            raise ConfigError(f"{prefix}resolution = {self.resolution}: the shapes are rendered at 32 pixels; "
-                              f"allowed: one of [8, 16, 32]")
-        if self.dataset == "celeba":
-            if n != 2:
-                raise ConfigError(f"{prefix}concepts = {list(self.concepts)}: CelebA runs take two attributes")
-            if not self.folder or not Path(self.folder).is_dir():
-                raise ConfigError(f"{prefix}folder = {self.folder!r} is not a folder; data.dataset = 'celeba' needs "
-                                  f"the folder holding img_align_celeba/ and list_attr_celeba.txt")
+                              f"{self.dataset!r}; allowed: {list(rules.concepts)}")
+        rules.check(self, prefix)
         if len(set(self.concepts)) != n:
             raise ConfigError(f"{prefix}concepts = {list(self.concepts)} repeats a concept")
         self._check_mask(prefix, n)
@@ -139,7 +160,7 @@ class DataConfig(_Validated):
         if len(self.mask) != n:
             raise ConfigError(f"{prefix}mask = {list(self.mask)} has {len(self.mask)} values; allowed: one probability "
                               f"0 ≤ p ≤ 1 per concept of {prefix}concepts = {list(self.concepts)}, or [] for none")
-        if self.dataset != "shapes":
+        if not DATASET_RULES[self.dataset].maskable:
             raise ConfigError(f"{prefix}mask = {list(self.mask)}: masking applies to data.dataset = 'shapes' only; "
                               f"allowed with data.dataset = {self.dataset!r}: []")
         train = [c for c in _all_classes(n) if c not in self.held_out]

@@ -4,16 +4,19 @@ One disc with a blurred edge on a light background. Concepts are color (red/blue
 (large/small) and, in the 3-concept setting, background (light/dark). The concept signal Δ of a
 concept is the distance between its two values; the generator maps Δc and Δs to RGB and radius
 exactly as the paper's code does. A training prompt may leave a concept out (`data.mask`: its slots take
-the null value; chapter 7). Used by: every diffusion chapter.
+the null value; chapter 7). `DATASETS` holds what differs for `data.dataset = 'celeba'`, real faces
+(celeba.py): training images, prompts, augmentation and the probe's images. Used by: every diffusion chapter.
 """
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 
-from .config import DataConfig
+from . import celeba
+from .config import DataConfig, ProbeConfig
 
 VALUE_NAMES = {"color": ("red", "blue"), "size": ("large", "small"), "background": ("light", "dark")}
 # The paper's 11-value conditioning vector: [shape(2) | x | y | color RGB(3) | radius | background RGB(3)].
@@ -39,21 +42,7 @@ def value_name(concept: str, value: int) -> str:
     """'blue' for (color, 1); for CelebA attributes e.g. 'smiling' / 'not-smiling'."""
     if concept in VALUE_NAMES:
         return VALUE_NAMES[concept][value]
-    from .celeba import value_names
-    return value_names(concept)[value]
-
-
-def class_name(data: DataConfig, cls) -> str:
-    """'small-blue' style names, the paper's reading order (size before color, then background)."""
-    if data.dataset == "celeba":
-        return "-".join(value_name(c, v) for c, v in zip(data.concepts, cls))
-    order = [c for c in ("background", "size", "color") if c in data.concepts]
-    return "-".join(VALUE_NAMES[c][cls[data.concepts.index(c)]] for c in order)
-
-
-def cond_dim(data: DataConfig) -> int:
-    """Length of the conditioning vector: the paper's 11 values, or CelebA's one-hot pairs."""
-    return COND_DIM if data.dataset == "shapes" else 2 * len(data.concepts)
+    return celeba.value_names(concept)[value]
 
 
 def _concept_mean(data: DataConfig, concept: str, value: torch.Tensor) -> torch.Tensor:
@@ -165,13 +154,116 @@ def mask_prompts(data: DataConfig, cond: torch.Tensor, masked: torch.Tensor | No
     return cond
 
 
+@dataclass(frozen=True)
+class Shapes:
+    """data.dataset = 'shapes': discs rendered by this module from each image's concept values."""
+    data: DataConfig
+    augment = None  # rendered once, in [0, 1]: batches are used as drawn
+
+    def class_name(self, cls) -> str:
+        order = [c for c in ("background", "size", "color") if c in self.data.concepts]
+        return "-".join(VALUE_NAMES[c][cls[self.data.concepts.index(c)]] for c in order)
+
+    def cond_dim(self) -> int:
+        return COND_DIM
+
+    def class_prompt(self, cls) -> torch.Tensor:
+        means = attributes(self.data, torch.tensor([cls]), torch.Generator().manual_seed(0), jitter=False)
+        return conditioning(self.data, means)[0]
+
+    def training_data(self, seed: int, device):
+        g = torch.Generator().manual_seed(seed)
+        train = torch.tensor(training_classes(self.data))
+        labels = train.repeat_interleave(self.data.samples_per_class, dim=0)
+        attrs = attributes(self.data, labels, g)
+        images = render(attrs, self.data.resolution, g, device)
+        cond = mask_prompts(self.data, conditioning(self.data, attrs), prompt_masks(self.data, labels, g))
+        return images, cond.to(device), labels.to(device)
+
+    def probe_training_images(self, probe: ProbeConfig, n: int, generator: torch.Generator, chunk: int):
+        """The oracle's training images (probe.py): each chunk of `chunk` images draws its own concept signals
+        from the probe's ranges, with the paper's full nuisance variation."""
+        images, labels = [], []
+        for start in range(0, n, chunk):
+            m = min(chunk, n - start)
+            u = torch.rand(3, generator=generator)
+            def span(r, x):
+                return r[0] + x * (r[1] - r[0])
+            signals = replace(
+                self.data, delta_color=span(probe.delta_color_range, u[0].item()),
+                delta_size=span(probe.delta_size_range, u[1].item()),
+                delta_background=span(probe.delta_background_range, u[2].item()), nuisance=1.0)
+            classes = torch.tensor(all_classes(self.data))
+            cls = classes[torch.randint(len(classes), (m,), generator=generator)]
+            images.append(render(attributes(signals, cls, generator), self.data.resolution, generator))
+            labels.append(cls)
+        return torch.cat(images), torch.cat(labels)
+
+    def probe_test_images(self, n_per_class: int, seed: int, jitter: bool):
+        g = torch.Generator().manual_seed(seed)
+        classes = torch.tensor(all_classes(self.data)).repeat_interleave(n_per_class, dim=0)
+        return render(attributes(self.data, classes, g, jitter=jitter), self.data.resolution, g), classes
+
+
+@dataclass(frozen=True)
+class CelebA:
+    """data.dataset = 'celeba': real faces read from data.folder (celeba.py), kept as uint8 and augmented
+    per batch; the probe trains and tests on real faces of every attribute combination, balanced."""
+    data: DataConfig
+
+    def class_name(self, cls) -> str:
+        return "-".join(value_name(c, v) for c, v in zip(self.data.concepts, cls))
+
+    def cond_dim(self) -> int:
+        return 2 * len(self.data.concepts)
+
+    def class_prompt(self, cls) -> torch.Tensor:
+        return celeba.conditioning(torch.tensor([cls]))[0]
+
+    def training_data(self, seed: int, device):
+        images, labels = celeba.labelled_images(self.data, training_classes(self.data), self.data.samples_per_class,
+                                                seed)
+        return images.to(device), celeba.conditioning(labels).to(device), labels.to(device)
+
+    def augment(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return celeba.augment(images, generator)
+
+    def probe_training_images(self, probe: ProbeConfig, n: int, generator: torch.Generator, chunk: int):
+        return self._every_combination(max(1, n // 2 ** len(self.data.concepts)), int(generator.initial_seed()))
+
+    def probe_test_images(self, n_per_class: int, seed: int, jitter: bool):
+        return self._every_combination(n_per_class, seed)
+
+    def _every_combination(self, per_class: int, seed: int):
+        """Up to `per_class` real images of each attribute combination, in [0, 1], and their labels."""
+        images, labels = celeba.labelled_images(self.data, all_classes(self.data), per_class, seed)
+        return images.float() / 255, labels
+
+
+# data.dataset → what differs between the datasets' images, prompts and probe data (what each allows:
+# config.DATASET_RULES). Each answers class_name, cond_dim, class_prompt, training_data, augment (None: no
+# augmentation), probe_training_images and probe_test_images for the DataConfig it is bound to.
+DATASETS = {"shapes": Shapes, "celeba": CelebA}
+
+
+def dataset_for(data: DataConfig) -> Shapes | CelebA:
+    return DATASETS[data.dataset](data)
+
+
+def class_name(data: DataConfig, cls) -> str:
+    """'small-blue' style names: shapes in the paper's reading order (background, size, color), CelebA's
+    attributes in data.concepts order ('female-smiling')."""
+    return dataset_for(data).class_name(cls)
+
+
+def cond_dim(data: DataConfig) -> int:
+    """Length of the conditioning vector: the paper's 11 values, or CelebA's one-hot pairs."""
+    return dataset_for(data).cond_dim()
+
+
 def class_prompt(data: DataConfig, cls) -> torch.Tensor:
     """The conditioning vector of a class's mean values: the naive prompt for that class (references: naive-prompt)."""
-    classes = torch.tensor([cls])
-    if data.dataset == "celeba":
-        from .celeba import conditioning as one_hot
-        return one_hot(classes)[0]
-    return conditioning(data, attributes(data, classes, torch.Generator().manual_seed(0), jitter=False))[0]
+    return dataset_for(data).class_prompt(cls)
 
 
 def make_dataset(data: DataConfig, seed: int, device: torch.device | str = "cpu"):
@@ -182,18 +274,7 @@ def make_dataset(data: DataConfig, seed: int, device: torch.device | str = "cpu"
     (N, cond_dim) and class labels (N, n_concepts). With `data.mask` the prompts that leave a concept out
     are drawn last, from the same generator: a masked run trains on the unmasked run's images.
     """
-    if data.dataset == "celeba":
-        from .celeba import conditioning as one_hot
-        from .celeba import labelled_images
-        images, labels = labelled_images(data, training_classes(data), data.samples_per_class, seed)
-        return images.to(device), one_hot(labels).to(device), labels.to(device)
-    g = torch.Generator().manual_seed(seed)
-    train = torch.tensor(training_classes(data))
-    labels = train.repeat_interleave(data.samples_per_class, dim=0)
-    attrs = attributes(data, labels, g)
-    images = render(attrs, data.resolution, g, device)
-    cond = mask_prompts(data, conditioning(data, attrs), prompt_masks(data, labels, g))
-    return images, cond.to(device), labels.to(device)
+    return dataset_for(data).training_data(seed, device)
 
 
 PAPER_TRAIN_FRACTION = 0.85  # the original trains on 85 % of the generated images (5,222 of 6,144), validates on 15 %
@@ -214,8 +295,8 @@ class TrainingSet:
             keep = torch.randperm(len(self.images), generator=torch.Generator().manual_seed(seed))
             keep = keep[:int(train_fraction * len(self.images))].to(self.images.device)
             self.images, self.cond = self.images[keep], self.cond[keep]
-        self.augmented = data.dataset == "celeba"
-        if not self.augmented:
+        self.augment = dataset_for(data).augment
+        if self.augment is None:
             self.images = self.images * 2 - 1
         self.seed, self.epochs = seed, epochs
 
@@ -234,9 +315,8 @@ class TrainingSet:
 
     def batch(self, idx: torch.Tensor, generator: torch.Generator):
         x = self.images[idx]
-        if self.augmented:
-            from .celeba import augment
-            x = augment(x, generator) * 2 - 1
+        if self.augment is not None:
+            x = self.augment(x, generator) * 2 - 1
         return x, self.cond[idx]
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -23,10 +24,11 @@ import pandas as pd
 
 from . import data
 from .config import ConfigError, Experiment, RunConfig, experiment
-from .dynamics import NEVER, learning_time
+from .dynamics import NEVER, learning_time, learning_times
 from .plan import cpu_model
 
 LEARNED_AT = 0.8  # the book's rule for "the held-out class is generated" (chapter 1, HC1)
+CONCEPT_LEARNED_AT = 0.9  # a concept of it is learned: chapter 2's threshold (the paper's code)
 
 CANDIDATES: dict[str, dict] = {
     "profile": {},
@@ -54,8 +56,21 @@ def parse_candidate(text: str) -> tuple[str, dict]:
         key, eq, value = item.partition("=")
         if not eq:
             raise ConfigError(f"candidate {name!r}: {item!r} is not key=value")
-        overrides[key.strip()] = yaml.safe_load(value)
+        overrides[key.strip()] = _number_or(yaml.safe_load(value))
     return name, overrides
+
+
+def split_candidates(text: str) -> list[str]:
+    """The command line's comma list, keeping the commas inside a list value (`model.channels=[16, 32]`)."""
+    return re.split(r",(?![^\[]*\])", text)
+
+
+def _number_or(value):
+    """YAML 1.1 reads `2e-3` (no dot) as a string; a pilot's learning rate is typed that way."""
+    try:
+        return float(value) if isinstance(value, str) else value
+    except ValueError:
+        return value
 
 
 def pilot_configs(ex: Experiment, candidates: dict[str, dict], seeds, delta_colors,
@@ -78,11 +93,25 @@ def learned_step(cs: pd.DataFrame, prompt: str, threshold: float = LEARNED_AT) -
     return learning_time(h["step"].to_numpy(), h["joint"].to_numpy(), threshold, for_good=True).step
 
 
-def score_runs(cs: pd.DataFrame, runs: pd.DataFrame, prompt: str, threshold: float = LEARNED_AT) -> pd.DataFrame:
-    """One row per run: learned step, TFLOP to learn (inf if never), final joint accuracy, s/step.
+def first_concept(one: pd.DataFrame, prompt: str, concepts) -> tuple[str, dict]:
+    """Which of the held-out class's concepts one run learns first (accuracy ≥ 0.9 for good, chapter 2's
+    rule), and each concept's step: a candidate that learns fast but only colour-first at every Δc
+    loses chapter 3's memorize-then-turn regime. 'none' when no concept is learned; ties name both."""
+    times = learning_times(one.assign(run="r"), concepts, prompt, thresholds=(CONCEPT_LEARNED_AT,))
+    steps = {c: float(times[times.concept == c].step.iloc[0]) for c in concepts}
+    soonest = min(steps.values(), default=NEVER)
+    first = "none" if soonest == NEVER else "+".join(c for c in concepts if steps[c] == soonest)
+    return first, steps
 
-    `cs`: concept-space table of many runs (a `run` column); `runs`: one row per run with columns
-    run, candidate, delta_color, seed, step_flops (FLOP of one training step) and s_per_step.
+
+def score_runs(cs: pd.DataFrame, runs: pd.DataFrame, prompt: str, threshold: float = LEARNED_AT,
+               concepts=()) -> pd.DataFrame:
+    """One row per run: learned step, TFLOP to learn (inf if never), final joint accuracy, s/step, and
+    with `concepts` the concept learned first and each concept's step.
+
+    `cs`: concept-space table of many runs (a `run` column; `acc_<concept>` columns for `concepts`);
+    `runs`: one row per run with columns run, candidate, delta_color, seed, step_flops (FLOP of one
+    training step) and s_per_step.
     """
     rows = []
     for r in runs.itertuples(index=False):
@@ -96,6 +125,9 @@ def score_runs(cs: pd.DataFrame, runs: pd.DataFrame, prompt: str, threshold: flo
                      "learned_step": step, "learned": step != NEVER,
                      "tflop_to_learn": step * r.step_flops / 1e12, "final_joint": float(last["joint"]),
                      "last_step": int(last["step"]), "s_per_step": r.s_per_step})
+        if concepts:
+            first, steps = first_concept(one, prompt, concepts)
+            rows[-1].update({"first": first, **{f"{c}_step": t for c, t in steps.items()}})
     return pd.DataFrame(rows)
 
 
@@ -137,7 +169,7 @@ def run_pilot(ex: Experiment, candidates: dict[str, dict], seeds, delta_colors, 
                      "seed": cfg.train.seed, "step_flops": flops[name],
                      "s_per_step": summary["train_seconds"] / summary["steps"]})
     prompt = data.class_name(ex.run.data, ex.run.data.held_out[0])
-    return score_runs(cs, pd.DataFrame(rows), prompt)
+    return score_runs(cs, pd.DataFrame(rows), prompt, concepts=ex.run.data.concepts)
 
 
 def _fmt(x: float, digits: int = 0) -> str:
@@ -149,6 +181,9 @@ def report(scores: pd.DataFrame) -> str:
     per_seed = scores.assign(learned_step=scores.learned_step.map(_fmt),
                              tflop_to_learn=scores.tflop_to_learn.map(lambda x: _fmt(x, 2)))
     cols = ["candidate", "delta_color", "seed", "learned_step", "tflop_to_learn", "final_joint", "s_per_step"]
+    concept_steps = [c for c in scores.columns if c.endswith("_step") and c not in cols + ["last_step"]]
+    per_seed = per_seed.assign(**{c: per_seed[c].map(_fmt) for c in concept_steps})
+    cols += (["first"] if "first" in scores else []) + concept_steps
     summary = summarize(scores)
     shown = summary.assign(median_step=summary.median_step.map(_fmt),
                            median_tflop=summary.median_tflop.map(lambda x: _fmt(x, 2)))
@@ -166,7 +201,7 @@ def main(argv=None) -> pd.DataFrame:
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--out", default="_build/pilot.json")
     args = p.parse_args(argv)
-    candidates = dict(parse_candidate(c) for c in args.candidates.split(","))
+    candidates = dict(parse_candidate(c) for c in split_candidates(args.candidates))
     seeds = [int(s) for s in args.seeds.split(",")]
     delta_colors = [float(d) for d in args.delta_color.split(",")]
     ex = experiment(args.profile)

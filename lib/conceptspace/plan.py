@@ -188,7 +188,7 @@ class Calibration:
                     loss.backward()
                     opt.step()
                 chunks = probe.steps * probe.batch_size / 4 / 128  # probe_data renders steps × batch / 4 images
-                return probe.steps * bench.timed(step, 3, warmup=1) + chunks * render
+                return probe.steps * bench.timer_of(step).timeit(3).median + chunks * render
         return self._measure(("probe", stable_hash([to_dict(probe), cfg.data.dataset, cfg.data.resolution,
                                                     len(cfg.data.concepts)])), measure)
 

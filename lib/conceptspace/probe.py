@@ -7,14 +7,12 @@ to check the CNN. Used by: every diffusion chapter, through `evaluate`.
 """
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .config import DataConfig, ProbeConfig
-from .data import all_classes, attributes, render
+from .data import dataset_for
 
 
 class ConceptProbe(nn.Module):
@@ -48,28 +46,9 @@ class ConceptProbe(nn.Module):
 
 
 def probe_data(data: DataConfig, probe: ProbeConfig, n: int, generator: torch.Generator, chunk: int = 128):
-    """Images of all classes; each chunk of `chunk` images draws its own concept signals.
-    CelebA: real images of every attribute combination, balanced."""
-    if data.dataset == "celeba":
-        from .celeba import labelled_images
-        per_class = max(1, n // 2 ** len(data.concepts))
-        images, labels = labelled_images(data, all_classes(data), per_class, int(generator.initial_seed()))
-        return images.float() / 255, labels
-    images, labels = [], []
-    for start in range(0, n, chunk):
-        m = min(chunk, n - start)
-        u = torch.rand(3, generator=generator)
-        def span(r, x):
-            return r[0] + x * (r[1] - r[0])
-        signals = dataclasses.replace(
-            data, delta_color=span(probe.delta_color_range, u[0].item()),
-            delta_size=span(probe.delta_size_range, u[1].item()),
-            delta_background=span(probe.delta_background_range, u[2].item()), nuisance=1.0)
-        classes = torch.tensor(all_classes(data))
-        cls = classes[torch.randint(len(classes), (m,), generator=generator)]
-        images.append(render(attributes(signals, cls, generator), data.resolution, generator))
-        labels.append(cls)
-    return torch.cat(images), torch.cat(labels)
+    """Images of all classes and their labels: rendered, each chunk of `chunk` images at its own concept
+    signals; CelebA: real images of every attribute combination, balanced."""
+    return dataset_for(data).probe_training_images(probe, n, generator, chunk)
 
 
 def train_probe(data: DataConfig, probe: ProbeConfig, device: torch.device | str = "cpu") -> ConceptProbe:
@@ -94,14 +73,7 @@ def probe_accuracy(model: ConceptProbe, data: DataConfig, n_per_class: int = 256
                    jitter: bool = True) -> dict[str, float]:
     """Accuracy per concept on fresh rendered images of every class at `data`'s signals
     (CelebA: a fresh draw of real images of every attribute combination)."""
-    if data.dataset == "celeba":
-        from .celeba import labelled_images
-        images, classes = labelled_images(data, all_classes(data), n_per_class, seed)
-        images = images.float() / 255
-    else:
-        g = torch.Generator().manual_seed(seed)
-        classes = torch.tensor(all_classes(data)).repeat_interleave(n_per_class, dim=0)
-        images = render(attributes(data, classes, g, jitter=jitter), data.resolution, g)
+    images, classes = dataset_for(data).probe_test_images(n_per_class, seed, jitter)
     pred = (model.probabilities(images) > 0.5).long()
     return {c: float((pred[:, i] == classes[:, i]).float().mean()) for i, c in enumerate(data.concepts)}
 
