@@ -18,7 +18,9 @@ PROB_ATOL = 1e-4   # probe probabilities of the samples drawn from the checkpoin
 
 
 def tiny(**overrides):
-    return config.experiment("tiny", overrides).run
+    """fp32 on every machine: the tolerances below are fp32 rounding; where bf16 is native (`train.bf16:
+    auto` takes it) the two paths' bf16 kernels round differently by ≈ 1e-4 (measured on AMD Zen 4)."""
+    return config.experiment("tiny", {"train.bf16": "never", **overrides}).run
 
 
 # three runs that differ in seed, concept signal and conditioning dropout (each its own random draws)
