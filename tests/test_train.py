@@ -33,6 +33,7 @@ def test_run_lands_in_the_store_and_is_not_retrained(tmp_path):
     assert (again.dir / "done.json").stat().st_mtime_ns == stamp
 
 
+@pytest.mark.slow  # ≈ 3 s each: trains and interrupts a run twice
 @pytest.mark.parametrize("recipe", ["diffusers", "paper"])
 def test_resume_after_interruption_gives_identical_weights(tmp_path, recipe):
     # every random stream in play; the paper recipe's epoch batches continue the same epoch
@@ -72,6 +73,7 @@ def test_resumed_optimizer_state_keeps_the_parameters_layout(tmp_path):
         assert b.optimizer.state[q]["step"].device == cpu
 
 
+@pytest.mark.slow  # ≈ 3.5 s: trains a run
 def test_corrupted_state_falls_back_to_the_previous_one(tmp_path, capsys):
     cfg = tiny()
     whole = train.train(cfg, store.Store(tmp_path / "a"), progress=False)
@@ -147,6 +149,7 @@ def test_compile_mode_uses_cuda_graphs_only_on_cuda():
     assert mode(cuda, **{"train.compile": "never"}) is None
 
 
+@pytest.mark.slow  # ≈ 5 s: torch.compile
 def test_compile_switch_and_compiled_forward_matches_eager():
     """train.compile: eager on CPU by default; compiled, the forward shares the model's parameters (so
     checkpoints keep their names) and computes what eager does."""
