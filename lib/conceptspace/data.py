@@ -186,13 +186,10 @@ class Shapes:
         images, labels = [], []
         for start in range(0, n, chunk):
             m = min(chunk, n - start)
-            u = torch.rand(3, generator=generator)
-            def span(r, x):
-                return r[0] + x * (r[1] - r[0])
-            signals = replace(
-                self.data, delta_color=span(probe.delta_color_range, u[0].item()),
-                delta_size=span(probe.delta_size_range, u[1].item()),
-                delta_background=span(probe.delta_background_range, u[2].item()), nuisance=1.0)
+            u = torch.rand(3, generator=generator).tolist()
+            (dc, ds, db) = (lo + x * (hi - lo) for (lo, hi), x in zip(
+                (probe.delta_color_range, probe.delta_size_range, probe.delta_background_range), u))
+            signals = replace(self.data, delta_color=dc, delta_size=ds, delta_background=db, nuisance=1.0)
             classes = torch.tensor(all_classes(self.data))
             cls = classes[torch.randint(len(classes), (m,), generator=generator)]
             images.append(render(attributes(signals, cls, generator), self.data.resolution, generator))
