@@ -113,3 +113,30 @@ def test_a_tiny_pilot_trains_into_the_store_and_scores_every_run(tmp_path, monke
     assert all(store.run(c).done for _, c in pilot.pilot_configs(
         config.experiment("tiny"), {"profile": {}, "b": {"train.batch_size": 8}}, [0], [0.5]))
     assert out.exists() and '"cpu"' in out.read_text()
+
+
+def test_headroom_is_the_run_left_after_every_training_class_is_learned():
+    cs = table({"early": RISES, "late": RISES, "lost": RISES})
+    late = [0, 0, 0, 0, 0, 0, 0.9, 1]  # learned at the last checkpoints only
+    for run, curve in (("late", late), ("lost", LATE_DIP)):
+        cs.loc[(cs.run == run) & (cs.prompt == "large red"), "joint"] = curve
+    s = pilot.score_runs(cs, runs(["early", "late", "lost"]), HELD, training=["large red"]).set_index("run")
+    assert s.loc["early", "headroom"] >= 0.75 and s.loc["early", "train_step"] <= 200
+    assert 0 <= s.loc["late", "headroom"] < 0.2
+    assert s.loc["lost", "headroom"] == 0 and math.isinf(s.loc["lost", "train_step"])
+    assert "headroom" in pilot.report(s.reset_index()).splitlines()[0]
+
+
+def speeds(candidate, color_steps: dict[float, float]) -> pd.DataFrame:
+    return pd.DataFrame([{"candidate": candidate, "delta_color": dc, "seed": 0, "color_step": step}
+                         for dc, step in color_steps.items()])
+
+
+def test_color_speed_must_rise_with_signal_over_three_or_more_signals():
+    rises = speeds("rises", {0.2: math.inf, 0.4: 1500, 0.6: 900, 0.8: 400})
+    squeezed = speeds("squeezed", {0.2: 1900, 0.4: 1700, 0.6: math.inf, 0.8: 2100})  # the 2026-12-03 batch-32 book
+    two = speeds("two", {0.4: 900, 0.8: 400})
+    r = pilot.signal_rank(pd.concat([rises, squeezed, two])).set_index("candidate")
+    assert r.loc["rises", "rho_color_speed"] == pytest.approx(1.0) and r.loc["rises", "holds"]
+    assert r.loc["squeezed", "rho_color_speed"] < 0 and not r.loc["squeezed", "holds"]
+    assert "two" not in r.index

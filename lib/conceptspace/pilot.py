@@ -9,6 +9,11 @@ it trained), and each run is scored by the book's own rule for "generated": the 
 accuracy learned for good at ≥ 0.8 (dynamics.learning_time). FLOPs to learn = learned step × the
 FLOPs of one training step (torch's counter), so candidates of different shapes and batch sizes compare
 on the machine-independent cost; s/step (wall, as trained here, with the CPU model) is beside it.
+Two more scores guard against a recipe that learns the held-out class cheaply but leaves chapter 2
+nothing to measure: the run's headroom (the fraction of the run left once every training class is
+learned) and, over three or more Δc, Spearman ρ of the held-out class's color speed against Δc (HC2).
+A batch-32 recipe that won on TFLOP at Δc 0.4 lost both in the book (2026-12-03): its training classes
+were learned at 1.7-2.2k of 2.4k steps and ρ fell to -0.4.
 Used by: issue notes and the cpu profile's comment (profiles/cpu.yaml).
 """
 from __future__ import annotations
@@ -23,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from . import data
+from .concept_signal import RHO_MIN, spearman
 from .config import ConfigError, Experiment, RunConfig, experiment
 from .dynamics import NEVER, learning_time, learning_times
 from .plan import cpu_model
@@ -105,9 +111,11 @@ def first_concept(one: pd.DataFrame, prompt: str, concepts) -> tuple[str, dict]:
 
 
 def score_runs(cs: pd.DataFrame, runs: pd.DataFrame, prompt: str, threshold: float = LEARNED_AT,
-               concepts=()) -> pd.DataFrame:
-    """One row per run: learned step, TFLOP to learn (inf if never), final joint accuracy, s/step, and
-    with `concepts` the concept learned first and each concept's step.
+               concepts=(), training=()) -> pd.DataFrame:
+    """One row per run: learned step, TFLOP to learn (inf if never), final joint accuracy, s/step; with
+    `concepts` the concept learned first and each concept's step; with `training` (the training classes'
+    prompts) the step by which all of them are learned (joint ≥ threshold for good) and the headroom,
+    the fraction of the run left after it (0 if one never is).
 
     `cs`: concept-space table of many runs (a `run` column; `acc_<concept>` columns for `concepts`);
     `runs`: one row per run with columns run, candidate, delta_color, seed, step_flops (FLOP of one
@@ -128,6 +136,9 @@ def score_runs(cs: pd.DataFrame, runs: pd.DataFrame, prompt: str, threshold: flo
         if concepts:
             first, steps = first_concept(one, prompt, concepts)
             rows[-1].update({"first": first, **{f"{c}_step": t for c, t in steps.items()}})
+        if training:
+            trained = max(learned_step(one, t, threshold) for t in training)
+            rows[-1].update({"train_step": trained, "headroom": max(0.0, 1 - trained / rows[-1]["last_step"])})
     return pd.DataFrame(rows)
 
 
@@ -139,7 +150,22 @@ def summarize(scores: pd.DataFrame) -> pd.DataFrame:
         "seeds": g.size(), "learned": g["learned"].mean(),
         "median_step": g["learned_step"].median(), "median_tflop": g["tflop_to_learn"].median(),
         "median_final_joint": g["final_joint"].median(), "s_per_step": g["s_per_step"].median(),
+        **({"median_headroom": g["headroom"].median()} if "headroom" in scores else {}),
     }).reset_index()
+
+
+def signal_rank(scores: pd.DataFrame, concept: str = "color") -> pd.DataFrame:
+    """Per candidate over its Δc (three or more): Spearman ρ of the held-out class's `concept` speed (1 /
+    median step over seeds, 0 if never) against Δc, and whether it reaches chapter 2's RHO_MIN."""
+    rows = []
+    for name, g in scores.groupby("candidate", sort=False):
+        med = g.groupby("delta_color")[f"{concept}_step"].median()
+        if len(med) < 3:
+            continue
+        rho = spearman(med.index.to_numpy(), 1 / med.to_numpy())
+        rows.append({"candidate": name, "delta_colors": len(med), f"rho_{concept}_speed": rho,
+                     "holds": bool(np.isfinite(rho) and rho >= RHO_MIN)})
+    return pd.DataFrame(rows, columns=["candidate", "delta_colors", f"rho_{concept}_speed", "holds"])
 
 
 def best(summary: pd.DataFrame) -> str:
@@ -168,8 +194,9 @@ def run_pilot(ex: Experiment, candidates: dict[str, dict], seeds, delta_colors, 
         rows.append({"run": cfg.run_id(), "candidate": name, "delta_color": cfg.data.delta_color,
                      "seed": cfg.train.seed, "step_flops": flops[name],
                      "s_per_step": summary["train_seconds"] / summary["steps"]})
-    prompt = data.class_name(ex.run.data, ex.run.data.held_out[0])
-    return score_runs(cs, pd.DataFrame(rows), prompt, concepts=ex.run.data.concepts)
+    d = ex.run.data
+    return score_runs(cs, pd.DataFrame(rows), data.class_name(d, d.held_out[0]), concepts=d.concepts,
+                      training=[data.class_name(d, c) for c in data.training_classes(d)])
 
 
 def _fmt(x: float, digits: int = 0) -> str:
@@ -183,12 +210,15 @@ def report(scores: pd.DataFrame) -> str:
     cols = ["candidate", "delta_color", "seed", "learned_step", "tflop_to_learn", "final_joint", "s_per_step"]
     concept_steps = [c for c in scores.columns if c.endswith("_step") and c not in cols + ["last_step"]]
     per_seed = per_seed.assign(**{c: per_seed[c].map(_fmt) for c in concept_steps})
-    cols += (["first"] if "first" in scores else []) + concept_steps
+    cols += (["first"] if "first" in scores else []) + concept_steps + (["headroom"] if "headroom" in scores else [])
     summary = summarize(scores)
+    ranks = signal_rank(scores) if "color_step" in scores else pd.DataFrame()
     shown = summary.assign(median_step=summary.median_step.map(_fmt),
                            median_tflop=summary.median_tflop.map(lambda x: _fmt(x, 2)))
     return (per_seed[cols].to_markdown(index=False, floatfmt=".3f") + "\n\n"
-            + shown.to_markdown(index=False, floatfmt=".3f") + f"\n\nbest: {best(summary)}")
+            + shown.to_markdown(index=False, floatfmt=".3f")
+            + ("\n\n" + ranks.to_markdown(index=False, floatfmt=".3f") if len(ranks) else "")
+            + f"\n\nbest: {best(summary)}")
 
 
 def main(argv=None) -> pd.DataFrame:
