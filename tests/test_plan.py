@@ -160,3 +160,12 @@ def test_the_status_page_shows_each_chapters_wall_time_and_cpu(tmp_path, results
     book.status_page(tmp_path, {})  # a later build that did not execute it
     row = next(ln for ln in (tmp_path / "book" / "status.md").read_text().splitlines() if "01_concept_space" in ln)
     assert "| 12 s (earlier build) | 10 s | Test CPU, 2 cores |" in row
+
+
+def test_the_cpu_is_named_with_its_family_and_model_so_zen_generations_differ(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\ncpu family\t: 25\nmodel\t\t: 17\nmodel name\t: AMD EPYC\n\n"
+                    "processor\t: 1\ncpu family\t: 99\nmodel\t\t: 1\nmodel name\t: other\n")
+    assert plan.cpu_model(str(info)).startswith("AMD EPYC (family 25, model 17), ")
+    info.write_text("model name\t: Some CPU\n")
+    assert plan.cpu_model(str(info)).startswith("Some CPU, ")

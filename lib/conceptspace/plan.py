@@ -103,13 +103,21 @@ def chapter_runs(ex: Experiment, root=REPO_ROOT) -> dict[str, list[RunConfig]]:
     return {name: _unique(c for b in batches for c in b.configs) for name, batches in chapter_batches(ex, root).items()}
 
 
-def cpu_model() -> str:
-    """This machine's CPU, as /proc/cpuinfo names it (else what `platform` says), with its core count."""
-    name = ""
+def cpu_model(path: str = "/proc/cpuinfo") -> str:
+    """This machine's CPU as /proc/cpuinfo names it, with its family and model (cloud CPUs are often named
+    only "AMD EPYC", which does not tell Zen 3 from Zen 4) and core count; else what `platform` says."""
+    fields: dict[str, str] = {}
     with contextlib.suppress(OSError):
-        with open("/proc/cpuinfo") as f:
-            name = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
-    return f"{name or platform.processor() or platform.machine() or 'unknown CPU'}, {os.cpu_count() or 1} cores"
+        with open(path) as f:
+            for ln in f:
+                if not ln.strip():
+                    break  # the first processor's block is enough
+                key, _, value = ln.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    name = fields.get("model name") or platform.processor() or platform.machine() or "unknown CPU"
+    if "cpu family" in fields and "model" in fields:
+        name += f" (family {fields['cpu family']}, model {fields['model']})"
+    return f"{name}, {os.cpu_count() or 1} cores"
 
 
 @contextlib.contextmanager
