@@ -93,6 +93,13 @@ def test_candidates_parse_by_name_or_inline_and_bad_ones_fail_before_compute():
         pilot.pilot_configs(ex, {"bad": {"train.ema_decay": 2.0}}, [0], [0.4])
 
 
+def test_shared_overrides_reach_the_evaluation_and_are_validated_by_name():
+    assert pilot.pilot_experiment("tiny", ["eval.sampler_steps=3"]).eval.sampler_steps == 3
+    assert pilot.pilot_experiment("tiny").eval == config.experiment("tiny").eval
+    with pytest.raises(ConfigError, match="eval.sampler_steps"):
+        pilot.pilot_experiment("tiny", ["eval.sampler_steps=0"])
+
+
 def test_every_candidate_runs_at_every_signal_and_seed():
     ex = config.experiment("tiny")
     pairs = pilot.pilot_configs(ex, {"p": {}, "b": {"train.batch_size": 8}}, [0, 1], [0.3, 0.5], steps=7)

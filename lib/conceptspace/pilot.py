@@ -1,6 +1,7 @@
 """Pilot: which training recipe learns the held-out class in the fewest FLOPs, and in how many seeds.
 
-    python -m conceptspace.pilot --profile cpu --candidates profile,ema-0.99 --seeds 0,1,2 --delta-color 0.4,0.3
+    python -m conceptspace.pilot --profile cpu --candidates profile,ema-0.99 --seeds 0,1,2 --delta-color 0.4,0.3 \
+        --set eval.sampler_steps=25   # a setting shared by every candidate (evaluation is not a run setting)
 
 Each candidate is a named set of config overrides on the profile's run (`CANDIDATES`, or
 `name:key=value;key=value` on the command line). Every candidate × Δc × seed is trained and
@@ -77,6 +78,12 @@ def _number_or(value):
         return float(value) if isinstance(value, str) else value
     except ValueError:
         return value
+
+
+def pilot_experiment(profile: str, sets=()) -> Experiment:
+    """The profile with `key=value` overrides shared by every candidate: evaluation settings
+    (eval.sampler_steps) belong to the experiment, not to a run, so a candidate cannot carry them."""
+    return experiment(profile, parse_candidate("set:" + ";".join(sets))[1] if sets else None)
 
 
 def pilot_configs(ex: Experiment, candidates: dict[str, dict], seeds, delta_colors,
@@ -230,11 +237,14 @@ def main(argv=None) -> pd.DataFrame:
     p.add_argument("--steps", type=int, default=None, help="training steps (default: the profile's)")
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--out", default="_build/pilot.json")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a profile override for every candidate, e.g. eval.sampler_steps=25 (repeatable)")
     args = p.parse_args(argv)
+
     candidates = dict(parse_candidate(c) for c in split_candidates(args.candidates))
     seeds = [int(s) for s in args.seeds.split(",")]
     delta_colors = [float(d) for d in args.delta_color.split(",")]
-    ex = experiment(args.profile)
+    ex = pilot_experiment(args.profile, args.set)
     pilot_configs(ex, candidates, seeds, delta_colors, args.steps)  # every bad override fails here, first
     print(f"pilot on {cpu_model()}: {len(candidates)} candidates × {len(delta_colors)} Δc × {len(seeds)} seeds",
           flush=True)
