@@ -240,7 +240,6 @@ def main(argv=None) -> pd.DataFrame:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a profile override for every candidate, e.g. eval.sampler_steps=25 (repeatable)")
     args = p.parse_args(argv)
-
     candidates = dict(parse_candidate(c) for c in split_candidates(args.candidates))
     seeds = [int(s) for s in args.seeds.split(",")]
     delta_colors = [float(d) for d in args.delta_color.split(",")]
