@@ -1,5 +1,5 @@
 import pytest
-from conceptspace.config import ConfigError, DataConfig, RunConfig, build, experiment, profile_names
+from conceptspace.config import ConfigError, DataConfig, RunConfig, build, experiment, parse_setting, profile_names
 
 
 def test_profiles_load_and_validate():
@@ -51,6 +51,15 @@ def test_bad_settings_are_refused_by_name(overrides, needle):
     with pytest.raises(ConfigError) as err:
         experiment("tiny", overrides)
     assert needle in str(err.value)
+
+
+def test_a_set_value_reads_as_typed_including_exponents_yaml_reads_as_text():
+    assert parse_setting("2e-3") == 0.002 and parse_setting("0.2") == 0.2 and parse_setting("3") == 3
+    assert parse_setting("true") is True and parse_setting("[16, 32]") == [16, 32]
+    assert parse_setting("conv") == "conv"
+    assert experiment("tiny", {"train.learning_rate": parse_setting("2e-3")}).run.train.learning_rate == 0.002
+    with pytest.raises(ConfigError, match="train.steps = 'many' must be a number"):
+        experiment("tiny", {"train.steps": parse_setting("many")})
 
 
 def test_unknown_profile_names_the_allowed_ones():

@@ -22,10 +22,9 @@ from pathlib import Path
 
 import jupytext
 import nbformat
-import yaml
 from sphinx_external_toc.parsing import FileItem, parse_toc_yaml
 
-from .config import experiment, profile_names
+from .config import experiment, parse_setting, profile_names
 from .lifetime import own_children
 from .paper import CLAIMS
 from .results import count, read_all, results_dir, show, verdict, versions
@@ -64,11 +63,6 @@ def source_of(name: str, root: Path = REPO_ROOT) -> Path | None:
 def chapters(root: Path = REPO_ROOT) -> list[str]:
     """The executable chapters in toc order, by notebook name (e.g. '01_concept_space')."""
     return [Path(n).name for n in toc_files(root) if (s := source_of(n, root)) and is_notebook(s)]
-
-
-def parse_value(text: str):
-    """`--set key=value` values are YAML scalars or lists (so 0.2, true and [1,2] work)."""
-    return yaml.safe_load(text)
 
 
 def execute(name: str, profile: str, overrides: dict, out_dir: Path, timeout: int, root: Path = REPO_ROOT) -> float:
@@ -262,7 +256,7 @@ def main(argv=None) -> int:
         if "=" not in item:
             p.error(f"--set {item!r}: expected KEY=VALUE, e.g. train.seed=1")
         key, value = item.split("=", 1)
-        overrides[key.strip()] = parse_value(value)
+        overrides[key.strip()] = parse_setting(value)
     experiment(args.profile, overrides)  # refuse bad settings before any chapter starts
     names = chapters()
     wanted = [c.strip() for c in args.chapters.split(",") if c.strip()] or names

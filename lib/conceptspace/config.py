@@ -483,6 +483,17 @@ def stable_hash(obj) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+def parse_setting(text: str):
+    """A `--set` value as YAML reads it (0.2, true, [1, 2]), but `2e-3` is a number: YAML 1.1 reads it as text."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
+
+
 def merge(base: dict, update: dict) -> dict:
     out = dict(base)
     for key, value in update.items():

@@ -30,7 +30,7 @@ import pandas as pd
 
 from . import data
 from .concept_signal import RHO_MIN, spearman
-from .config import ConfigError, Experiment, RunConfig, experiment
+from .config import ConfigError, Experiment, RunConfig, experiment, parse_setting
 from .dynamics import NEVER, learning_time, learning_times
 from .plan import cpu_model
 
@@ -51,7 +51,6 @@ CANDIDATES: dict[str, dict] = {
 
 def parse_candidate(text: str) -> tuple[str, dict]:
     """`name` from CANDIDATES, or `name:key=value;key=value` (values parsed as YAML scalars/lists)."""
-    import yaml
     name, _, spec = text.partition(":")
     if not spec:
         if name not in CANDIDATES:
@@ -63,21 +62,13 @@ def parse_candidate(text: str) -> tuple[str, dict]:
         key, eq, value = item.partition("=")
         if not eq:
             raise ConfigError(f"candidate {name!r}: {item!r} is not key=value")
-        overrides[key.strip()] = _number_or(yaml.safe_load(value))
+        overrides[key.strip()] = parse_setting(value)
     return name, overrides
 
 
 def split_candidates(text: str) -> list[str]:
     """The command line's comma list, keeping the commas inside a list value (`model.channels=[16, 32]`)."""
     return re.split(r",(?![^\[]*\])", text)
-
-
-def _number_or(value):
-    """YAML 1.1 reads `2e-3` (no dot) as a string; a pilot's learning rate is typed that way."""
-    try:
-        return float(value) if isinstance(value, str) else value
-    except ValueError:
-        return value
 
 
 def pilot_experiment(profile: str, sets=()) -> Experiment:
