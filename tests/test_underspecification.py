@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conceptspace import config, data, dynamics, model, prompting, underspecification
+from conceptspace import concept_signal, config, data, dynamics, model, prompting, underspecification
 from conceptspace.config import ConfigError, DataConfig, build
 
 NEVER = dynamics.NEVER
@@ -205,6 +205,6 @@ def test_the_intervention_table_gives_final_capability_and_emerged_seeds():
 
 
 def test_spearman_ranks_never_last_and_is_undefined_on_constants():
-    assert underspecification.spearman([0, 0.5, 1], [100, 200, NEVER]) == pytest.approx(1.0)
-    assert underspecification.spearman([0, 0.5, 1], [100, NEVER, NEVER]) == pytest.approx(np.sqrt(3) / 2)
-    assert np.isnan(underspecification.spearman([0, 0.5, 1], [NEVER] * 3))
+    assert concept_signal.spearman([0, 0.5, 1], [100, 200, NEVER]) == pytest.approx(1.0)
+    assert concept_signal.spearman([0, 0.5, 1], [100, NEVER, NEVER]) == pytest.approx(np.sqrt(3) / 2)
+    assert np.isnan(concept_signal.spearman([0, 0.5, 1], [NEVER] * 3))

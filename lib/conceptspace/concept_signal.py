@@ -18,9 +18,12 @@ JOINT_MIN = 0.8  # HC1: the held-out class is generated (the book's rule for "le
 
 
 def spearman(x, y) -> float:
-    """Spearman ρ, NaN where either side is constant (all tied: no order to measure)."""
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    return float(stats.spearmanr(x, y).statistic) if len(x) > 1 and np.ptp(x) > 0 and np.ptp(y) > 0 else float("nan")
+    """Spearman ρ with ties at their mean rank (NEVER, infinite, ranks last); NaN where either side is
+    constant (all tied: no order to measure)."""
+    rx, ry = stats.rankdata(np.asarray(x, float)), stats.rankdata(np.asarray(y, float))
+    if len(rx) < 2 or np.ptp(rx) == 0 or np.ptp(ry) == 0:
+        return float("nan")
+    return float(np.corrcoef(rx, ry)[0, 1])
 
 
 def order_table(speeds: pd.DataFrame) -> pd.DataFrame:

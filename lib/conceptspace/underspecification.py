@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from . import capability, dynamics, prompting
+from .concept_signal import spearman
 from .config import DataConfig, Experiment, RunConfig
 from .data import class_name, value_name
 
@@ -95,14 +95,6 @@ def delay_table(times: pd.DataFrame) -> pd.DataFrame:
         rows.append({"fraction": fraction, "median": float(np.median(g.step.astype(float))), "mean": mean,
                      "lo": lo, "hi": hi, "seeds": len(g), "censored": int(g.censored.sum())})
     return pd.DataFrame(rows, columns=["fraction", "median", "mean", "lo", "hi", "seeds", "censored"])
-
-
-def spearman(x, y) -> float:
-    """Spearman's ρ with ties at their mean rank (NEVER ranks last); NaN where either side is constant."""
-    rx, ry = stats.rankdata(np.asarray(x, float)), stats.rankdata(np.asarray(y, float))
-    if len(rx) < 2 or rx.std() == 0 or ry.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(rx, ry)[0, 1])
 
 
 def control_rule(times: pd.DataFrame) -> dict:
