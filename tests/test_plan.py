@@ -27,6 +27,9 @@ class Fixed(plan.Calibration):
     def probe_seconds(self, cfg, probe):
         return 1.0
 
+    def sim_seconds(self, s):
+        return 2.0
+
 
 def unique_ids(runs: dict) -> set:
     return {c.run_id() for cs in runs.values() for c in cs}
@@ -49,6 +52,7 @@ def test_the_registry_covers_every_chapter_and_dedupes(tiny):
     assert {c.name: c.earlier for c in p.chapters}["03_sudden_turns"] == len(runs["03_sudden_turns"])
     slow = plan.plan(tiny, store=Store("/nonexistent/store"), calibration=Fixed(), startup=10)
     assert slow.estimate("03_sudden_turns") == 10  # its kernel's start: chapter 2 trained and evaluated its runs
+    assert slow.estimate("05_sim_theory") == 10 + 2  # its kernel's start and its SGD
     assert slow.estimate("02_concept_signal") == pytest.approx(p.estimate("02_concept_signal") + 20)  # + workers'
 
 
@@ -75,6 +79,7 @@ def test_an_empty_store_plans_every_run_with_a_positive_eta(tiny, tmp_path):
     assert p.stored == 0 and all(c.stored == 0 for c in p.chapters)
     assert len(p.pending) == p.runs > 0
     assert p.estimate("02_concept_signal") > 0  # no probe to train there: its runs' training and evaluation
+    assert p.estimate("05_sim_theory") > 0  # trains no run: its SGD, by its own calibration
     assert p.seconds >= max(x.seconds for x in p.pending) > 0  # no chapter ends before its longest run
     assert 0 < p.calibration_seconds < 60
     assert sum(c.probes for c in p.chapters) == 2  # two-concept and three-concept probes

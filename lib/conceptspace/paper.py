@@ -138,6 +138,9 @@ SIM_FLIP_VAR = 1.0
 SIM_FIG5 = {"mu": (1.0, 1.5), "sigma": 0.05, "dim": 3, "init": 0.2, "seed": 2333, "eta": 0.01, "iterations": 2_000}
 SIM_FIG9 = {"mu": (1.0, 1.5, 2.2, 2.7), "sigma": 0.05, "dim": 4, "init": 0.1, "seed": 233_333, "eta": 0.01,
             "iterations": 10_000}
+# SIM5: the low-dimensional deep run of Figs. 2c and 3 (a depth-4, width-4 linear network on d = 2, μ (2, 4),
+# SGD at lr 0.01 with the official biases and initialization; code).
+SIM_DEEP = {"mu": (2.0, 4.0), "var": 0.05, "dim": 2, "depth": 4, "width": 4, "lr": 0.01}
 
 # The paper's own setup (Park et al. 2024, §3, by the official code; references: data, model), by the
 # book's setting names. A value of None: the paper has no such setting; train.ema_decay 0: no EMA, the

@@ -8,8 +8,9 @@ first. `plan` counts what is stored and estimates the rest: seconds per training
 image from a short calibration (bench.train_timing, bench.sampling_rate: a few steps per model shape, on
 one thread, only for work left to do), times the steps left and the samples not yet in the evaluation
 cache, laid out as the sweep lays out its workers, plus a start-up per chapter (its kernel) and per
-sweep with work (its workers), each as long as the main command's own (`startup_seconds`). Analysis
-cells are not estimated. `Progress` prints the build's progress while chapters execute. Used by:
+sweep with work (its workers), each as long as the main command's own (`startup_seconds`); chapter 5's
+SGD, which trains no run, by its own calibration (`OTHER_WORK`). Analysis cells are not estimated.
+`Progress` prints the build's progress while chapters execute. Used by:
 book.main.
 """
 from __future__ import annotations
@@ -30,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from . import capability, celeba, recipes, sweep, underspecification
-from .config import Experiment, ProbeConfig, RunConfig, stable_hash, to_dict
+from .config import Experiment, ProbeConfig, RunConfig, SimConfig, stable_hash, to_dict
 from .prompting import class_prompts
 from .store import REPO_ROOT, Run, Store
 
@@ -201,6 +202,39 @@ class Calibration:
                                                     len(cfg.data.concepts)])), measure)
 
 
+    def sim_seconds(self, s: SimConfig) -> float:
+        """Chapter 5's SGD: the one-layer runs (one per μ₁ and Var₁ setting) and the deep runs (one per
+        seed), each timed for one epoch after a warm-up, times its epochs. Its ODEs and closed forms are
+        not counted: about 4 s in all (Zen 3, one thread)."""
+        from . import paper, sim
+
+        d = paper.SIM_DEEP
+        one = sim.SimTask(n=s.n, dim=s.dim)
+        deep = sim.SimTask(mu=d["mu"], var=(d["var"],) * 2, n=s.n, dim=d["dim"])
+
+        def measure():
+            def one_layer():
+                sim.one_layer_run(one, s.lr, s.batch, 1)
+
+            def deep_run():
+                sim.sgd_swing_over_seeds(deep, d["depth"], d["width"], d["lr"], s.batch, 1, [0])
+            with _threads(1):
+                one_layer()  # warm-up: torch's first calls
+                t0 = time.perf_counter()
+                one_layer()
+                t1 = time.perf_counter()
+                deep_run()
+                t2 = time.perf_counter()
+            return s.epochs * ((t1 - t0) * (len(s.mu_sweep) + len(s.var_sweep)) + (t2 - t1) * s.seeds)
+        return self._measure(("sim", stable_hash(to_dict(s))), measure)
+
+
+# Chapters whose compute is not trained runs, and what it costs by the calibration
+OTHER_WORK: dict[str, Callable[["Calibration", Experiment], float]] = {
+    "05_sim_theory": lambda cal, ex: cal.sim_seconds(ex.sim),
+}
+
+
 @dataclass
 class Pending:
     """A run this build trains: where it starts (a resumed run's last state), its length and planned seconds."""
@@ -309,7 +343,7 @@ def plan(ex: Experiment, chapters: list[str] | None = None, store: Store | None 
     probes: set[str] = set()
     out = Plan(ex.profile, cpu_model(), device_name(cal.device), [])
     for name in chapters:
-        cp = ChapterPlan(name, seconds=startup)
+        cp = ChapterPlan(name, seconds=startup + (OTHER_WORK[name](cal, ex) if name in OTHER_WORK else 0.0))
         for b in batches.get(name, []):
             configs = _unique(b.configs)
             if not configs:
