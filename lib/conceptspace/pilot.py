@@ -46,9 +46,6 @@ CANDIDATES: dict[str, dict] = {
     "nuisance-0": {"data.nuisance": 0.0},
     "narrow": {"model.channels": [16, 32, 64]},
     "paper-recipe": {"model.recipe": "paper"},
-    # 8x8 images (the paper's 32x32 pooled 4x): ≈ 2.9x cheaper a step than 16x16 at the cpu channels, with
-    # the pixel concept signal nearly unchanged; its cold book: book/rerun.md, "What it costs"
-    "res8-lr2e-3": {"data.resolution": 8, "train.learning_rate": 2e-3},
 }
 
 
