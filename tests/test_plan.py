@@ -1,6 +1,7 @@
 """The build's plan (conceptspace.plan): the one list of each chapter's trained runs, what is stored and
 what is left to train, the estimate, the --plan-only flag, the progress line and its thread, and the
 wall times on the status page."""
+import functools
 import io
 import threading
 import time
@@ -8,7 +9,7 @@ import time
 import jupytext
 import pytest
 import torch
-from conceptspace import book, config, plan, results, train
+from conceptspace import book, capability, config, evaluate, plan, results, sweep, train
 from conceptspace.store import Store
 
 
@@ -51,9 +52,15 @@ def test_the_registry_covers_every_chapter_and_dedupes(tiny):
     assert sum(c.to_train for c in p.chapters) == len(p.pending) == p.runs == len(unique_ids(runs))
     assert {c.name: c.earlier for c in p.chapters}["03_sudden_turns"] == len(runs["03_sudden_turns"])
     slow = plan.plan(tiny, store=Store("/nonexistent/store"), calibration=Fixed(), startup=10)
-    assert slow.estimate("03_sudden_turns") == 10  # its kernel's start: chapter 2 trained and evaluated its runs
+    assert slow.estimate("02_concept_signal") == 10  # its kernel's start: the pool trained and evaluated its runs
     assert slow.estimate("05_sim_theory") == 10 + 2  # its kernel's start and its SGD
-    assert slow.estimate("02_concept_signal") == pytest.approx(p.estimate("02_concept_signal") + 20)  # + workers'
+    assert slow.ahead_seconds == pytest.approx(p.ahead_seconds + 10)  # + the pool's workers' start
+    assert slow.estimate(plan.AHEAD) == slow.ahead_seconds
+    assert [w.seconds for w in p.work] == sorted((w.seconds for w in p.work), reverse=True)  # longest first
+    assert len(p.work) == p.runs  # one job per run, however many chapters read it
+    ch4 = {c.run_id() for c in runs["04_hidden_capabilities"]}
+    asked = [w for w in p.work if w.config.run_id() in ch4]
+    assert asked and all(w.extra for w in asked)  # chapter 2's runs carry chapter 4's prompts too
 
 
 def test_the_registry_is_what_the_chapters_run(tiny):
@@ -78,9 +85,9 @@ def test_an_empty_store_plans_every_run_with_a_positive_eta(tiny, tmp_path):
     p = plan.plan(tiny, store=Store(tmp_path))  # the real calibration, on the tiny shapes: about a second
     assert p.stored == 0 and all(c.stored == 0 for c in p.chapters)
     assert len(p.pending) == p.runs > 0
-    assert p.estimate("02_concept_signal") > 0  # no probe to train there: its runs' training and evaluation
     assert p.estimate("05_sim_theory") > 0  # trains no run: its SGD, by its own calibration
-    assert p.seconds >= max(x.seconds for x in p.pending) > 0  # no chapter ends before its longest run
+    assert p.ahead_seconds >= max(x.seconds for x in p.pending) > 0  # the pool ends after its longest run
+    assert p.ahead_seconds >= sum(w.seconds for w in p.work) / p.lanes
     assert 0 < p.calibration_seconds < 60
     assert sum(c.probes for c in p.chapters) == 2  # two-concept and three-concept probes
     table = p.table()
@@ -133,6 +140,33 @@ def test_plan_only_prints_the_plan_and_executes_no_chapter(tmp_path, monkeypatch
     assert "| total |" in out and "[build]" not in out
 
 
+def test_the_pools_makespan_hands_out_the_longest_job_first():
+    assert plan.makespan([3, 3, 3], 2) == 6  # the odd run out trains alone: not 4.5, half of the work per lane
+    assert plan.makespan([3, 4, 3, 4], 2) == 7  # 4+3 on each lane
+    assert plan.makespan([1, 2, 3], 1) == 6
+    assert plan.makespan([5, 1], 4) == 5  # more lanes than jobs: the longest job
+    assert plan.makespan([], 2) == 0
+
+
+@pytest.mark.slow  # trains the tiny runs of two chapters: about 20 s
+def test_the_pool_leaves_the_chapters_nothing_to_train_or_evaluate(tiny, tmp_path, monkeypatch):
+    store = Store(tmp_path)
+    names = ["01_concept_space", "04_hidden_capabilities"]
+    before = plan.plan(tiny, names, store=store, calibration=Fixed())
+    assert before.work and before.pending
+    records = plan.train_ahead(before, tiny, store, progress=False)
+    assert sorted(r["run"] for r in records) == sorted(w.config.run_id() for w in before.work)
+    after = plan.plan(tiny, names, store=store, calibration=Fixed())
+    assert after.work == [] and after.pending == [] and after.ahead_seconds == 0
+    assert after.stored == after.runs == before.runs
+    # chapter 4's own table then finds every prompt it asks in the store: nothing is sampled
+    monkeypatch.setattr(evaluate, "_evaluate_and_store", lambda *a, **k: pytest.fail("sampled after the pool"))
+    probed, _ = capability.run_lists(tiny)
+    asked = functools.partial(capability.intervention_prompts, cap=tiny.capability)
+    table = sweep.concept_space_table(probed, tiny.eval, tiny.probe, store, extra_prompts=asked)
+    assert set(table["prompt"]) >= {p.name for p in asked(probed[0])}
+
+
 def test_the_progress_line():
     assert plan.clock(3725) == "1:02:05"
     line = plan.progress_line(3, 17, 600, 3600, 0.25)
@@ -165,6 +199,10 @@ def test_the_status_page_shows_each_chapters_wall_time_and_cpu(tmp_path, results
     book.status_page(tmp_path, {})  # a later build that did not execute it
     row = next(ln for ln in (tmp_path / "book" / "status.md").read_text().splitlines() if "01_concept_space" in ln)
     assert "| 12 s (earlier build) | 10 s | Test CPU, 2 cores |" in row
+    book.record_times({plan.AHEAD: 300.4}, "tiny", "Test CPU, 2 cores", {plan.AHEAD: 250.0})
+    book.status_page(tmp_path, {plan.AHEAD: 300.4})
+    row = next(ln for ln in (tmp_path / "book" / "status.md").read_text().splitlines() if plan.AHEAD in ln)
+    assert "| 300 s | 250 s | Test CPU, 2 cores |" in row
 
 
 def test_the_cpu_is_named_with_its_family_and_model_so_zen_generations_differ(tmp_path):

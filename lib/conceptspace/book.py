@@ -8,8 +8,10 @@ copy of the book; Jupyter Book 1 then renders the staged, executed notebooks (it
 itself) with warnings as errors. Trained runs live in the run store, so a second build re-executes
 the chapters from stored runs in minutes. Before any chapter runs it prints the plan (conceptspace.plan:
 runs stored and to train per chapter, and the estimated time on this machine; `--plan-only` stops
-there), then one progress line for the whole build while chapters execute; each chapter's wall time
-goes to the status page with the CPU it ran on.
+there), then trains every run the chapters read that the store lacks, and evaluates each for every
+chapter that reads it, in one pool of workers, longest first (plan.train_ahead: run by chapter, a
+chapter's odd run out would train alone on one core), with one progress line for the whole build;
+each chapter's wall time, and the pool's, goes to the status page with the CPU it ran on.
 """
 from __future__ import annotations
 
@@ -144,8 +146,9 @@ def record_times(run_seconds: dict[str, float], profile: str, cpu: str, estimate
 
 def status_page(stage: Path, run_seconds: dict[str, float], times: dict | None = None) -> None:
     """book/status.md: each chapter's profile, wall time in the build (with the plan's estimate and the CPU
-    it ran on), the chapter's own time, device and findings, and the versions."""
-    from .plan import cpu_model
+    it ran on), the chapter's own time, device and findings, the pool that trained their runs ahead of
+    them, and the versions."""
+    from .plan import AHEAD, cpu_model
 
     times = read_times() if times is None else times
     lines = ["# Build status", "",
@@ -171,6 +174,12 @@ def status_page(stage: Path, run_seconds: dict[str, float], times: dict | None =
         lines.append(f"| {name} | {res['profile']} | {wall} | {planned} | {_escape_cell(cpu)} | "
                      f"{res['seconds']:.0f} s | {res['device']} | {c['hold']} / {c['judged']} | {c['reported']} | "
                      f"{res['finished']} |")
+    if AHEAD in times:  # the pool that trained the chapters' runs before them (book.main)
+        t = times[AHEAD]
+        wall = f"{run_seconds[AHEAD]:.0f} s" if AHEAD in run_seconds else f"{t['seconds']:.0f} s (earlier build)"
+        planned = f"{t['estimate']:.0f} s" if t.get("estimate") is not None else "—"
+        lines.append(f"| {AHEAD} | {t.get('profile', '—')} | {wall} | {planned} | {_escape_cell(t.get('cpu', '—'))} "
+                     f"| — | — | — | — | {t.get('finished', '—')} |")
     v = versions()
     lines += ["", f"Python {v['python']}, torch {v['torch']}, diffusers {v['diffusers']}.", ""]
     (stage / "book").mkdir(parents=True, exist_ok=True)
@@ -273,13 +282,21 @@ def main(argv=None) -> int:
     from . import plan as planning  # torch and the models: only once the arguments are good
 
     todo = [n for n in names if n in wanted]
-    the_plan = planning.plan(experiment(args.profile, overrides), todo, startup=planning.startup_seconds())
+    ex = experiment(args.profile, overrides)
+    the_plan = planning.plan(ex, todo, startup=planning.startup_seconds())
     print(the_plan.table(), flush=True)
     if args.plan_only:
         return 0
     results_dir().mkdir(parents=True, exist_ok=True)
     with own_children(), planning.Progress(the_plan):  # stopped, the command ends its kernels and workers with it
         seconds = {}
+        if the_plan.work:
+            print(f"== {planning.AHEAD} (planned {the_plan.ahead_seconds / 60:.1f} min)", flush=True)
+            t0 = time.time()
+            planning.train_ahead(the_plan, ex)
+            ahead = time.time() - t0
+            print(f"== {planning.AHEAD} done in {ahead:.0f} s", flush=True)
+            record_times({planning.AHEAD: ahead}, args.profile, the_plan.cpu, {planning.AHEAD: the_plan.ahead_seconds})
         for name in todo:
             print(f"== {name} (profile {args.profile}, planned {the_plan.estimate(name) / 60:.1f} min)", flush=True)
             seconds[name] = execute(name, args.profile, overrides, STAGE, args.timeout)

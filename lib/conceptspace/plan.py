@@ -4,14 +4,14 @@ will cost on this machine, and one progress line for the whole build.
 `chapter_batches` is the one list of the runs the chapters train, built from the functions the chapters
 call (sweep.signal_sweep, capability.run_lists, sweep.three_concept_configs, recipes.run_configs,
 celeba.run_config; chapter 1's run is the profile's run); a run two chapters read is trained once, by the
-first. `plan` counts what is stored and estimates the rest: seconds per training step and per sampled
-image from a short calibration (bench.train_timing, bench.sampling_rate: a few steps per model shape, on
-one thread, only for work left to do), times the steps left and the samples not yet in the evaluation
-cache, laid out as the sweep lays out its workers, plus a start-up per chapter (its kernel) and per
-sweep with work (its workers), each as long as the main command's own (`startup_seconds`); chapter 5's
-SGD, which trains no run, by its own calibration (`OTHER_WORK`). Analysis cells are not estimated.
-`Progress` prints the build's progress while chapters execute. Used by:
-book.main.
+first. `plan` counts what is stored and gathers the rest as one pool of work, a job per run: its steps
+left and the prompts of every chapter that reads it not yet in the evaluation cache. It estimates each
+job from a short calibration (bench.train_timing, bench.sampling_rate: a few steps per model shape, on
+one thread, only for work left to do) and the pool as its jobs handed out longest first to the sweep's
+workers (`makespan`), after the probes and one workers' start-up; a chapter then costs its kernel's
+start-up, as long as the main command's own (`startup_seconds`), and chapter 5 its SGD, which trains no
+run (`OTHER_WORK`). Analysis cells are not estimated. `train_ahead` does the pool's work before the
+chapters; `Progress` prints the build's progress meanwhile. Used by: book.main.
 """
 from __future__ import annotations
 
@@ -42,11 +42,9 @@ PRINT_SECONDS = 60.0  # a progress line at least this often (and whenever a run 
 
 @dataclass(frozen=True, eq=False)
 class Batch:
-    """Runs a chapter trains and evaluates together: one `sweep.run_sweep` call (worker processes) or,
-    `sweep=False`, one `train.train` in the kernel; `extra` adds prompts beside the class prompts."""
+    """Runs a chapter trains and evaluates together (one `sweep.run_sweep` call, or chapter 1's
+    `train.train` in the kernel); `extra` adds prompts beside the class prompts."""
     configs: tuple[RunConfig, ...]
-    sweep: bool = True
-    workers: int | None = None  # the chapter's `workers=`; None: run_sweep's default
     extra: Callable | None = None
     probe: ProbeConfig | None = None  # None: the profile's
 
@@ -71,24 +69,23 @@ def chapter_batches(ex: Experiment, root=REPO_ROOT) -> dict[str, list[Batch]]:
     """Every executable chapter's trained runs, in the batches it trains them in. Chapter 1 trains the
     profile's run (its parameters are the settings' defaults: tests/test_plan.py); chapter 3 reads
     chapter 2's sweep; chapter 4 asks its runs for its intervention and guidance prompts too."""
-    sw = {"workers": ex.sweep.workers or None}
     cap = ex.capability
     probed, guided = capability.run_lists(ex)
     folder = celeba.folder(chapter_parameters("06_beyond_two_concepts", root)["celeba_folder"], ex.celeba)
-    faces = ([Batch((celeba.run_config(ex.run, ex.celeba, folder),), sweep=False,
+    faces = ([Batch((celeba.run_config(ex.run, ex.celeba, folder),),
                     probe=celeba.probe_config(ex.probe, ex.celeba))] if folder else [])
     return {
-        "01_concept_space": [Batch((ex.run,), sweep=False)],
-        "02_concept_signal": [Batch(tuple(sweep.signal_sweep(ex)), **sw)],
+        "01_concept_space": [Batch((ex.run,))],
+        "02_concept_signal": [Batch(tuple(sweep.signal_sweep(ex)))],
         "03_sudden_turns": [Batch(tuple(sweep.signal_sweep(ex)))],
         "04_hidden_capabilities": [
-            Batch(tuple(probed), extra=functools.partial(capability.intervention_prompts, cap=cap), **sw),
-            Batch(tuple(guided), extra=functools.partial(capability.guidance_prompts, cap=cap), **sw)],
+            Batch(tuple(probed), extra=functools.partial(capability.intervention_prompts, cap=cap)),
+            Batch(tuple(guided), extra=functools.partial(capability.guidance_prompts, cap=cap))],
         "05_sim_theory": [],
-        "06_beyond_two_concepts": [Batch(tuple(sweep.three_concept_configs(ex.run, ex.multi)), **sw), *faces],
+        "06_beyond_two_concepts": [Batch(tuple(sweep.three_concept_configs(ex.run, ex.multi))), *faces],
         "07_underspecification": [Batch(tuple(underspecification.underspec_configs(ex)),
-                                        extra=functools.partial(underspecification.chapter_prompts, ex=ex), **sw)],
-        "recipes": [Batch(tuple(recipes.run_configs(ex, chapter_parameters("recipes", root)["seeds"])), **sw)],
+                                        extra=functools.partial(underspecification.chapter_prompts, ex=ex))],
+        "recipes": [Batch(tuple(recipes.run_configs(ex, chapter_parameters("recipes", root)["seeds"])))],
     }
 
 
@@ -177,27 +174,28 @@ class Calibration:
         return self._measure(("sample", self._shape(cfg), n), measure)
 
     def probe_seconds(self, cfg: RunConfig, probe: ProbeConfig) -> float:
-        """Training `probe` as evaluate.load_probe does: its data (rendered in chunks of 128), then its steps."""
+        """Training `probe` as evaluate.load_probe does: its data (rendered in chunks of 128), then its steps;
+        on this process's threads, as the build trains it before its pool (measured on one thread, the
+        cpu profile's two probes were planned at 156 s each and took 91-107 s on 2 cores)."""
         from . import bench
         from .probe import ConceptProbe, probe_data
 
         def measure():
             g = torch.Generator().manual_seed(0)
-            with _threads(1):
-                t0 = time.perf_counter()
-                images, labels = probe_data(cfg.data, probe, 128, g)
-                render = time.perf_counter() - t0
-                net = ConceptProbe(len(cfg.data.concepts), probe.width)
-                opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
-                idx = torch.randint(len(images), (probe.batch_size,), generator=g)
+            t0 = time.perf_counter()
+            images, labels = probe_data(cfg.data, probe, 128, g)
+            render = time.perf_counter() - t0
+            net = ConceptProbe(len(cfg.data.concepts), probe.width)
+            opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+            idx = torch.randint(len(images), (probe.batch_size,), generator=g)
 
-                def step():
-                    loss = F.cross_entropy(net(images[idx]).reshape(-1, 2), labels[idx].reshape(-1))
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                chunks = probe.steps * probe.batch_size / 4 / 128  # probe_data renders steps × batch / 4 images
-                return probe.steps * bench.timer_of(step).timeit(3).median + chunks * render
+            def step():
+                loss = F.cross_entropy(net(images[idx]).reshape(-1, 2), labels[idx].reshape(-1))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            chunks = probe.steps * probe.batch_size / 4 / 128  # probe_data renders steps × batch / 4 images
+            return probe.steps * bench.timer_of(step).timeit(3).median + chunks * render
         return self._measure(("probe", stable_hash([to_dict(probe), cfg.data.dataset, cfg.data.resolution,
                                                     len(cfg.data.concepts)])), measure)
 
@@ -245,6 +243,18 @@ class Pending:
 
 
 @dataclass
+class Work:
+    """What the build's pool does for one run: train what is left of it, then evaluate the prompts of
+    every chapter that reads it not yet in the store (`extra`: those beyond its class prompts)."""
+    config: RunConfig
+    probe: ProbeConfig
+    steps: int = 0                                      # training steps left
+    prompts: dict = field(default_factory=dict)         # prompt key -> Prompt, not yet evaluated
+    extra: dict = field(default_factory=dict)           # of them, those beyond the class prompts
+    seconds: float = 0.0
+
+
+@dataclass
 class ChapterPlan:
     name: str
     runs: int = 0      # trained runs it reads
@@ -253,7 +263,7 @@ class ChapterPlan:
     to_train: int = 0
     steps: int = 0     # training steps left
     probes: int = 0    # concept probes to train
-    seconds: float = 0.0
+    seconds: float = 0.0  # its kernel: start-up and work that is not a trained run (chapter 5's SGD)
 
 
 @dataclass
@@ -263,15 +273,20 @@ class Plan:
     device: str
     chapters: list[ChapterPlan]
     pending: list[Pending] = field(default_factory=list)
+    work: list[Work] = field(default_factory=list)  # the pool's jobs, longest first
+    lanes: int = 1          # runs the pool trains side by side
+    ahead_seconds: float = 0.0  # the probes, then the pool, before the first chapter
     runs: int = 0           # distinct runs the chapters read
     stored: int = 0         # of which in the store already
     calibration_seconds: float = 0.0
 
     @property
     def seconds(self) -> float:
-        return sum(c.seconds for c in self.chapters)
+        return self.ahead_seconds + sum(c.seconds for c in self.chapters)
 
     def estimate(self, name: str) -> float | None:
+        if name == AHEAD:
+            return self.ahead_seconds
         return next((c.seconds for c in self.chapters if c.name == name), None)
 
     def table(self) -> str:
@@ -281,16 +296,21 @@ class Plan:
                  "",
                  "| chapter | runs | stored | by an earlier chapter | to train | steps to train | probes "
                  "| est. min |",
-                 "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+                 "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+                 f"| {AHEAD}: {len(self.work)} runs to train or evaluate, {self.lanes} side by side | | | | | | | "
+                 f"{self.ahead_seconds / 60:.1f} |"]
         for c in self.chapters:
             lines.append(f"| {c.name} | {c.runs} | {c.stored} | {c.earlier} | {c.to_train} | {c.steps:,} | "
                          f"{c.probes} | {c.seconds / 60:.1f} |")
         lines.append(f"| total | {self.runs} | {self.stored} | | {len(self.pending)} | "
                      f"{sum(c.steps for c in self.chapters):,} | {sum(c.probes for c in self.chapters)} | "
                      f"{self.seconds / 60:.1f} |")
-        lines += ["", f"ETA {clock(self.seconds)} on this machine (training, evaluation, probes and start-ups; "
+        lines += ["", f"ETA {clock(self.seconds)} on this machine (probes, training, evaluation and start-ups; "
                       "analysis cells and the HTML build not counted)"]
         return "\n".join(lines)
+
+
+AHEAD = "runs ahead of the chapters"  # the pool's row in the plan, the times file and the status page
 
 
 def _cached_prompts(run: Run, ev, probe_key: str) -> set[str]:
@@ -309,11 +329,13 @@ def _cached_prompts(run: Run, ev, probe_key: str) -> set[str]:
         return set()
 
 
-def _workers(batch: Batch, n: int, cores: int, gpus: int) -> int:
-    """Runs trained side by side, as sweep.run_sweep picks them; a run in the kernel is alone."""
-    if not batch.sweep:
-        return 1
-    return sweep.layout(n, batch.workers, cores=cores, gpus=gpus)[0]
+def makespan(seconds: list[float], lanes: int) -> float:
+    """Wall time of jobs handed out longest first to whichever of `lanes` workers frees first (what a
+    process pool does with jobs submitted in that order)."""
+    loads = [0.0] * max(1, lanes)
+    for s in sorted(seconds, reverse=True):
+        loads[loads.index(min(loads))] += s
+    return max(loads)
 
 
 STARTUP_MAX = 60.0  # a longer-lived process calling book.main (a test) says nothing by its age
@@ -327,9 +349,11 @@ def startup_seconds() -> float:
 
 def plan(ex: Experiment, chapters: list[str] | None = None, store: Store | None = None,
          calibration: Calibration | None = None, root=REPO_ROOT, startup: float = 0.0) -> Plan:
-    """Per chapter (in the order given): runs read, stored, trained by an earlier chapter, to train, and
-    the estimated seconds of training, evaluation and probes on this machine, with `startup` seconds
-    per chapter and per sweep that trains or evaluates."""
+    """Per chapter (in the order given): runs read, stored, trained by an earlier chapter, to train; and
+    the work the build does ahead of the chapters, as one pool: every run's training left and its
+    evaluation for every chapter that reads it, longest first over the sweep's workers, after the
+    probes. A chapter's own estimate is its kernel's `startup` (and chapter 5's SGD): its runs are in
+    the store when it starts."""
     from .evaluate import probe_key
     from .train import checkpoint_steps, device_name
 
@@ -339,8 +363,9 @@ def plan(ex: Experiment, chapters: list[str] | None = None, store: Store | None 
     chapters = list(batches) if chapters is None else chapters
     cores, gpus = os.cpu_count() or 1, torch.cuda.device_count()
     seen: set[str] = set()
-    evaluated: dict[str, set[str]] = {}
+    work: dict[str, Work] = {}
     probes: set[str] = set()
+    probe_seconds = 0.0
     out = Plan(ex.profile, cpu_model(), device_name(cal.device), [])
     for name in chapters:
         cp = ChapterPlan(name, seconds=startup + (OTHER_WORK[name](cal, ex) if name in OTHER_WORK else 0.0))
@@ -348,49 +373,82 @@ def plan(ex: Experiment, chapters: list[str] | None = None, store: Store | None 
             configs = _unique(b.configs)
             if not configs:
                 continue
-            workers = _workers(b, len(configs), cores, gpus)
             probe = b.probe or ex.probe
             pkey = probe_key(configs[0].data, probe)
             if pkey not in probes and not store.probe_path(pkey).exists():
                 cp.probes += 1
-                cp.seconds += cal.probe_seconds(configs[0], probe)
+                probe_seconds += cal.probe_seconds(configs[0], probe)
             probes.add(pkey)
-            jobs = []
             for cfg in configs:
                 run = store.run(cfg)
                 cp.runs += 1
-                left, first = 0, run.id not in seen
-                if run.done:
-                    cp.stored += 1
-                    out.stored += first
-                elif not first:
+                first = run.id not in seen
+                seen.add(run.id)
+                if first:
+                    w = work[run.id] = Work(cfg, probe)
+                    if run.done:
+                        cp.stored += 1
+                        out.stored += 1
+                    else:
+                        start = max(run.state_steps(), default=0)
+                        w.steps = cfg.train.steps - start
+                        cp.to_train += 1
+                        cp.steps += w.steps
+                        out.pending.append(Pending(run, start, cfg.train.steps, 0.0))
+                elif not run.done:
                     cp.earlier += 1
                 else:
-                    start = max(run.state_steps(), default=0)
-                    left = cfg.train.steps - start
-                    cp.to_train += 1
-                    cp.steps += left
-                seen.add(run.id)
-                cached = evaluated.setdefault(run.id, _cached_prompts(run, ex.eval, pkey) if run.done else set())
-                prompts = class_prompts(cfg.data, ex.eval) + (list(b.extra(cfg)) if b.extra else [])
-                todo = [p for p in prompts if p.key() not in cached]
-                cached.update(p.key() for p in todo)
-                seconds = left * cal.step_seconds(cfg) if left else 0.0
-                if todo:
-                    images = sum(p.n * (2 if p.guidance is not None else 1) for p in todo)  # guidance: 2 passes
-                    n_ckpt = len(checkpoint_steps(cfg.train.steps, cfg.train.checkpoints, cfg.train.first_checkpoint))
-                    seconds += (n_ckpt * images * ex.eval.sampler_steps
-                                * cal.image_step_seconds(cfg, ex.eval.batch_size))
-                if left:
-                    out.pending.append(Pending(run, start, cfg.train.steps, seconds))
-                jobs.append(seconds)
-            # runs share the workers (on CUDA, the GPUs): no batch ends before its longest run
-            lanes = gpus if (b.sweep and gpus) else workers
-            cp.seconds += max(sum(jobs) / lanes, max(jobs)) + (startup if b.sweep and any(jobs) else 0.0)
+                    cp.stored += 1
+                w = work[run.id]
+                cached = _cached_prompts(run, ex.eval, pkey) if run.done else set()
+                own = {p.key() for p in class_prompts(cfg.data, ex.eval)}
+                for p in class_prompts(cfg.data, ex.eval) + (list(b.extra(cfg)) if b.extra else []):
+                    if p.key() not in cached:
+                        w.prompts.setdefault(p.key(), p)
+                        if p.key() not in own:
+                            w.extra.setdefault(p.key(), p)
         out.chapters.append(cp)
+    for w in work.values():
+        w.seconds = w.steps * cal.step_seconds(w.config) if w.steps else 0.0
+        if w.prompts:
+            tc = w.config.train
+            images = sum(p.n * (2 if p.guidance is not None else 1) for p in w.prompts.values())  # guidance: 2 passes
+            n_ckpt = len(checkpoint_steps(tc.steps, tc.checkpoints, tc.first_checkpoint))
+            w.seconds += n_ckpt * images * ex.eval.sampler_steps * cal.image_step_seconds(w.config, ex.eval.batch_size)
+    by_id = {w.config.run_id(): w for w in work.values()}
+    for x in out.pending:
+        x.seconds = by_id[x.run.id].seconds
+    out.work = sorted((w for w in work.values() if w.seconds > 0), key=lambda w: -w.seconds)
+    # on CUDA, the GPUs' lanes (RUNS_PER_GPU each, as sweep.layout packs them)
+    out.lanes = sweep.layout(max(1, len(out.work)), ex.sweep.workers or None, cores=cores, gpus=gpus)[0]
+    if out.work:
+        out.ahead_seconds = probe_seconds + makespan([w.seconds for w in out.work], out.lanes) + startup
+    else:
+        out.ahead_seconds = probe_seconds
     out.runs = len(seen)
     out.calibration_seconds = cal.seconds
     return out
+
+
+def train_ahead(p: Plan, ex: Experiment, store: Store | None = None, progress: bool = True) -> list[dict]:
+    """Do the plan's work before the chapters: train the probes, then every run left to train and its
+    evaluation for every chapter that reads it, in one pool, longest first. Chapters then find their runs
+    and evaluations in the store; a run on its own in a chapter's sweep would leave a core idle (a
+    worker has one thread) and each chapter's sweep would start its own workers."""
+    from .evaluate import load_probe, probe_key
+
+    store = store or Store()
+    if not p.work:
+        return []
+    done: set[str] = set()
+    for w in p.work:
+        key = probe_key(w.config.data, w.probe)
+        if key not in done:
+            load_probe(store, w.config.data, w.probe)
+            done.add(key)
+    workers, threads = sweep.layout(len(p.work), ex.sweep.workers or None, ex.sweep.threads or None)
+    jobs = [sweep.Job(w.config, ex.eval, w.probe, str(store.root), threads, tuple(w.extra.values())) for w in p.work]
+    return sweep.run_jobs(jobs, workers, progress=progress, desc=f"{AHEAD} ({len(p.pending)} to train)")
 
 
 def clock(seconds: float) -> str:

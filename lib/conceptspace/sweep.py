@@ -92,29 +92,38 @@ def run_sweep(configs: list[RunConfig], ev: EvalConfig, probe: ProbeConfig, stor
     jobs = [Job(c, ev, probe, str(store.root), threads, tuple(extra_prompts(c)) if extra_prompts else ())
             for c in configs]
     todo = sum(not store.run(c).done for c in configs)
+    if backend == "local":
+        return run_jobs(jobs, workers, progress, f"sweep ({todo} to train)")
+    records: list = [None] * len(jobs)
     bar = tqdm(total=len(jobs), disable=not progress, file=sys.stderr, desc=f"sweep ({todo} to train)",
                unit="run", mininterval=5)
+    import ray
+    if not ray.is_initialized():
+        address = ray_address or os.environ.get("RAY_ADDRESS")
+        ray.init(address=address, **({} if address else {"num_cpus": os.cpu_count() or 1}), include_dashboard=False,
+                 log_to_driver=False)
+    task = ray.remote(num_cpus=threads, num_gpus=gpus_per_run)(train_and_evaluate)
+    refs = {task.remote(j): i for i, j in enumerate(jobs)}
+    pending = list(refs)
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        records[refs[done[0]]] = ray.get(done[0])
+        bar.update(1)
+    bar.close()
+    return records
+
+
+def run_jobs(jobs: list[Job], workers: int, progress: bool = True, desc: str = "sweep") -> list[dict]:
+    """The local backend: `jobs` in `workers` processes, handed out in the order given as workers free
+    up; one record per job, in order. Used by run_sweep and by the build's pool (plan.train_ahead)."""
     records: list = [None] * len(jobs)
-    if backend == "local":
-        ctx = _spawn()
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=init_worker,
-                                 initargs=(ctx.Value("i", 0), gpus, os.getpid())) as pool:
-            futures = {pool.submit(train_and_evaluate, j): i for i, j in enumerate(jobs)}
-            for fut in as_completed(futures):
-                records[futures[fut]] = fut.result()
-                bar.update(1)
-    else:
-        import ray
-        if not ray.is_initialized():
-            address = ray_address or os.environ.get("RAY_ADDRESS")
-            ray.init(address=address, **({} if address else {"num_cpus": os.cpu_count() or 1}), include_dashboard=False,
-                     log_to_driver=False)
-        task = ray.remote(num_cpus=threads, num_gpus=gpus_per_run)(train_and_evaluate)
-        refs = {task.remote(j): i for i, j in enumerate(jobs)}
-        pending = list(refs)
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            records[refs[done[0]]] = ray.get(done[0])
+    bar = tqdm(total=len(jobs), disable=not progress, file=sys.stderr, desc=desc, unit="run", mininterval=5)
+    ctx = _spawn()
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=init_worker,
+                             initargs=(ctx.Value("i", 0), torch.cuda.device_count(), os.getpid())) as pool:
+        futures = {pool.submit(train_and_evaluate, j): i for i, j in enumerate(jobs)}
+        for fut in as_completed(futures):
+            records[futures[fut]] = fut.result()
             bar.update(1)
     bar.close()
     return records
