@@ -1,5 +1,6 @@
-"""Stopping the book stops everything it started: SIGTERM or SIGKILL to the main command during chapter
-2's sweep leaves no process of it alive, and a rerun resumes to an uninterrupted execution's findings.
+"""Stopping the book stops everything it started: SIGTERM or SIGKILL to the main command while its pool
+trains chapter 2's runs leaves no process of it alive, and a rerun resumes to an uninterrupted
+execution's findings.
 
 The main command runs as a subprocess, as `python -m conceptspace.book` does, but with its staging
 folder in tmp_path (tests never write the repository's _build); every process it starts inherits a
