@@ -60,7 +60,7 @@ def test_the_registry_covers_every_chapter_and_dedupes(tiny):
     assert len(p.work) == p.runs  # one job per run, however many chapters read it
     ch4 = {c.run_id() for c in runs["04_hidden_capabilities"]}
     asked = [w for w in p.work if w.config.run_id() in ch4]
-    assert asked and all(w.extra for w in asked)  # chapter 2's runs carry chapter 4's prompts too
+    assert asked and all(len(w.prompts) > len(plan.class_prompts(w.config.data, tiny.eval)) for w in asked)  # + ch4's
 
 
 def test_the_registry_is_what_the_chapters_run(tiny):
@@ -165,6 +165,9 @@ def test_the_pool_leaves_the_chapters_nothing_to_train_or_evaluate(tiny, tmp_pat
     asked = functools.partial(capability.intervention_prompts, cap=tiny.capability)
     table = sweep.concept_space_table(probed, tiny.eval, tiny.probe, store, extra_prompts=asked)
     assert set(table["prompt"]) >= {p.name for p in asked(probed[0])}
+    samples = evaluate.evaluate(store.run(probed[0]), evaluate.load_probe(store, probed[0].data, tiny.probe),
+                                plan.class_prompts(probed[0].data, tiny.eval), tiny.eval, progress=False)
+    assert not samples.duplicated(["step", "prompt", "sample"]).any()  # the pool sampled each class prompt once
 
 
 def test_the_progress_line():

@@ -79,6 +79,7 @@ def evaluate(run: Run, probe: ConceptProbe, prompts: list[Prompt], ev: EvalConfi
     """
     cfg: RunConfig = run.config
     steps = run.checkpoint_steps() if steps is None else steps
+    prompts = list({p.key(): p for p in prompts}.values())  # a prompt asked twice is sampled once
     folder = _eval_dir(run, ev, probe.key)
     folder.mkdir(parents=True, exist_ok=True)
     model = build_model(cfg).to(device).eval()

@@ -245,12 +245,11 @@ class Pending:
 @dataclass
 class Work:
     """What the build's pool does for one run: train what is left of it, then evaluate the prompts of
-    every chapter that reads it not yet in the store (`extra`: those beyond its class prompts)."""
+    every chapter that reads it not yet in the store."""
     config: RunConfig
     probe: ProbeConfig
     steps: int = 0                                      # training steps left
     prompts: dict = field(default_factory=dict)         # prompt key -> Prompt, not yet evaluated
-    extra: dict = field(default_factory=dict)           # of them, those beyond the class prompts
     seconds: float = 0.0
 
 
@@ -401,12 +400,9 @@ def plan(ex: Experiment, chapters: list[str] | None = None, store: Store | None 
                     cp.stored += 1
                 w = work[run.id]
                 cached = _cached_prompts(run, ex.eval, pkey) if run.done else set()
-                own = {p.key() for p in class_prompts(cfg.data, ex.eval)}
                 for p in class_prompts(cfg.data, ex.eval) + (list(b.extra(cfg)) if b.extra else []):
                     if p.key() not in cached:
                         w.prompts.setdefault(p.key(), p)
-                        if p.key() not in own:
-                            w.extra.setdefault(p.key(), p)
         out.chapters.append(cp)
     for w in work.values():
         w.seconds = w.steps * cal.step_seconds(w.config) if w.steps else 0.0
@@ -415,16 +411,13 @@ def plan(ex: Experiment, chapters: list[str] | None = None, store: Store | None 
             images = sum(p.n * (2 if p.guidance is not None else 1) for p in w.prompts.values())  # guidance: 2 passes
             n_ckpt = len(checkpoint_steps(tc.steps, tc.checkpoints, tc.first_checkpoint))
             w.seconds += n_ckpt * images * ex.eval.sampler_steps * cal.image_step_seconds(w.config, ex.eval.batch_size)
-    by_id = {w.config.run_id(): w for w in work.values()}
     for x in out.pending:
-        x.seconds = by_id[x.run.id].seconds
+        x.seconds = work[x.run.id].seconds
     out.work = sorted((w for w in work.values() if w.seconds > 0), key=lambda w: -w.seconds)
     # on CUDA, the GPUs' lanes (RUNS_PER_GPU each, as sweep.layout packs them)
     out.lanes = sweep.layout(max(1, len(out.work)), ex.sweep.workers or None, cores=cores, gpus=gpus)[0]
-    if out.work:
-        out.ahead_seconds = probe_seconds + makespan([w.seconds for w in out.work], out.lanes) + startup
-    else:
-        out.ahead_seconds = probe_seconds
+    out.ahead_seconds = probe_seconds + (makespan([w.seconds for w in out.work], out.lanes) + startup
+                                         if out.work else 0.0)
     out.runs = len(seen)
     out.calibration_seconds = cal.seconds
     return out
@@ -440,14 +433,11 @@ def train_ahead(p: Plan, ex: Experiment, store: Store | None = None, progress: b
     store = store or Store()
     if not p.work:
         return []
-    done: set[str] = set()
-    for w in p.work:
-        key = probe_key(w.config.data, w.probe)
-        if key not in done:
-            load_probe(store, w.config.data, w.probe)
-            done.add(key)
+    for w in {probe_key(w.config.data, w.probe): w for w in p.work}.values():  # each probe once, before the workers
+        load_probe(store, w.config.data, w.probe)
     workers, threads = sweep.layout(len(p.work), ex.sweep.workers or None, ex.sweep.threads or None)
-    jobs = [sweep.Job(w.config, ex.eval, w.probe, str(store.root), threads, tuple(w.extra.values())) for w in p.work]
+    # a job's prompts include its class prompts, which train_and_evaluate asks too: evaluate asks each key once
+    jobs = [sweep.Job(w.config, ex.eval, w.probe, str(store.root), threads, tuple(w.prompts.values())) for w in p.work]
     return sweep.run_jobs(jobs, workers, progress=progress, desc=f"{AHEAD} ({len(p.pending)} to train)")
 
 
