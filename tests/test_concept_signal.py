@@ -78,6 +78,7 @@ def test_final_joint_needs_every_seed():
                        for seed, finals in ((0, 0.95), (1, 0.6)) for step, joint in ((100, 0.1), (200, finals))])
     hc1 = concept_signal.final_joint(cs, "small-blue", 0.4, 0.4)
     assert hc1["joint"] == {0: 0.95, 1: 0.6} and hc1["learned"] == 1 and not hc1["holds"]
+    assert hc1["first"] == {0: 200, 1: NEVER}  # seed 1 never reaches 0.8
     assert concept_signal.final_joint(cs[cs.seed == 0], "small-blue", 0.4, 0.4)["holds"]
     assert not concept_signal.final_joint(cs, "small-blue", 0.8, 0.4)["holds"]  # no run at that Δc
     assert np.isnan(concept_signal.spearman([1, 2, 3], [5, 5, 5]))

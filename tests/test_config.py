@@ -1,5 +1,14 @@
 import pytest
-from conceptspace.config import ConfigError, DataConfig, RunConfig, build, experiment, parse_setting, profile_names
+from conceptspace.config import (
+    ConfigError,
+    DataConfig,
+    RunConfig,
+    build,
+    check_seeds,
+    experiment,
+    parse_setting,
+    profile_names,
+)
 
 
 def test_profiles_load_and_validate():
@@ -85,3 +94,10 @@ def test_a_list_whose_default_is_empty_may_be_emptied_and_others_may_not():
     assert experiment("tiny", {"capability.long_delta_color": [0.25, 0.3]}).capability.long_delta_color == (0.25, 0.3)
     with pytest.raises(ConfigError, match="capability.seeds = \\[\\] must be a non-empty list"):
         experiment("tiny", {"capability.seeds": []})
+
+
+@pytest.mark.parametrize("seeds", [[], [0, -1], [0, 1.5], "012", 3, [True], None])
+def test_a_chapters_seeds_are_refused_by_name_unless_whole_numbers(seeds):
+    with pytest.raises(ConfigError, match=r"^seeds = .*allowed: a non-empty list of whole numbers ≥ 0"):
+        check_seeds(seeds)
+    assert check_seeds([0, 3]) == (0, 3)

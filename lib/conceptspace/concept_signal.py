@@ -3,7 +3,7 @@ the paper's claims as rules over a sweep's learning times, every Δc and every s
 
 Pure functions of the tables `dynamics.learning_times` and `dynamics.speeds` return (a censored run
 learns at NEVER: speed 0), tested on hand-made tables where each rule holds and where it fails.
-Used by: chapter 2.
+Used by: chapters 1 (HC1 across seeds) and 2.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .dynamics import flip_point
+from .dynamics import first_above, flip_point
 
 RHO_MIN = 0.9  # HC2: the paper's own T_color (Fig. 3, Δs 0.4) rank at ρ = 0.96 (4.4k and 4.5k swap)
 JOINT_MIN = 0.8  # HC1: the held-out class is generated (the book's rule for "learned")
@@ -96,9 +96,12 @@ def never_learned(color_speeds: pd.DataFrame, max_delta_color: float) -> dict:
 
 def final_joint(cs: pd.DataFrame, prompt: str, delta_color: float, delta_size: float) -> dict:
     """HC1 across seeds: `prompt`'s joint accuracy at each run's last checkpoint at one (Δc, Δs), by
-    seed; holds if every seed reaches JOINT_MIN."""
-    end = cs[(cs.prompt == prompt) & (cs.step == cs.groupby("run").step.transform("max"))]
-    at = end[np.isclose(end.delta_color, delta_color) & np.isclose(end.delta_size, delta_size)]
-    joint = dict(zip(at.seed, at.joint))
-    return {"joint": joint, "learned": sum(j >= JOINT_MIN for j in joint.values()), "seeds": len(joint),
-            "holds": bool(joint) and all(j >= JOINT_MIN for j in joint.values())}
+    seed, and the first checkpoint it reaches JOINT_MIN (NEVER if none); holds if every seed ends at
+    or above JOINT_MIN."""
+    at = cs[(cs.prompt == prompt) & np.isclose(cs.delta_color, delta_color) & np.isclose(cs.delta_size, delta_size)]
+    at = at.sort_values("step")
+    end = at[at.step == at.groupby("run").step.transform("max")]
+    joint = dict(sorted(zip(end.seed, end.joint)))
+    first = {seed: first_above(g.step, g.joint, JOINT_MIN).step for seed, g in at.groupby("seed")}
+    return {"joint": joint, "first": first, "learned": sum(j >= JOINT_MIN for j in joint.values()),
+            "seeds": len(joint), "holds": bool(joint) and all(j >= JOINT_MIN for j in joint.values())}

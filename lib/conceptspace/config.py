@@ -39,6 +39,14 @@ class ConfigError(ValueError):
     """A setting is unknown, of the wrong type or out of range."""
 
 
+def check_seeds(seeds, name: str = "seeds") -> tuple:
+    """A chapter's list of training seeds, refused by name unless it is non-empty whole numbers ≥ 0."""
+    if (isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__") or not seeds
+            or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds)):
+        raise ConfigError(f"{name} = {seeds!r}; allowed: a non-empty list of whole numbers ≥ 0")
+    return tuple(seeds)
+
+
 def _knob(default, *, lo=None, hi=None, lo_open=False, hi_open=False, choices=None, doc="", added=False, item=None,
           aliases=None, ids=None):
     """A dataclass field with its allowed range, checked on construction. `added`: a setting that came

@@ -67,15 +67,17 @@ def chapter_parameters(name: str, root=REPO_ROOT) -> dict:
 
 def chapter_batches(ex: Experiment, root=REPO_ROOT) -> dict[str, list[Batch]]:
     """Every executable chapter's trained runs, in the batches it trains them in. Chapter 1 trains the
-    profile's run (its parameters are the settings' defaults: tests/test_plan.py); chapter 3 reads
-    chapter 2's sweep; chapter 4 asks its runs for its intervention and guidance prompts too."""
+    profile's run (its parameters are the settings' defaults: tests/test_plan.py), then the same run at
+    the seeds it judges HC1 across; chapter 3 reads chapter 2's sweep; chapter 4 asks its runs for its
+    intervention and guidance prompts too."""
     cap = ex.capability
     probed, guided = capability.run_lists(ex)
     folder = celeba.folder(chapter_parameters("06_beyond_two_concepts", root)["celeba_folder"], ex.celeba)
     faces = ([Batch((celeba.run_config(ex.run, ex.celeba, folder),),
                     probe=celeba.probe_config(ex.probe, ex.celeba))] if folder else [])
     return {
-        "01_concept_space": [Batch((ex.run,))],
+        "01_concept_space": [Batch((ex.run,)),
+                             Batch(tuple(sweep.seed_runs(ex, chapter_parameters("01_concept_space", root)["seeds"])))],
         "02_concept_signal": [Batch(tuple(sweep.signal_sweep(ex)))],
         "03_sudden_turns": [Batch(tuple(sweep.signal_sweep(ex)))],
         "04_hidden_capabilities": [
@@ -368,6 +370,7 @@ def plan(ex: Experiment, chapters: list[str] | None = None, store: Store | None 
     out = Plan(ex.profile, cpu_model(), device_name(cal.device), [])
     for name in chapters:
         cp = ChapterPlan(name, seconds=startup + (OTHER_WORK[name](cal, ex) if name in OTHER_WORK else 0.0))
+        counted: set[str] = set()  # a run two of a chapter's batches read (chapter 1's) counts once in it
         for b in batches.get(name, []):
             configs = _unique(b.configs)
             if not configs:
@@ -380,24 +383,26 @@ def plan(ex: Experiment, chapters: list[str] | None = None, store: Store | None 
             probes.add(pkey)
             for cfg in configs:
                 run = store.run(cfg)
-                cp.runs += 1
                 first = run.id not in seen
                 seen.add(run.id)
-                if first:
-                    w = work[run.id] = Work(cfg, probe)
-                    if run.done:
-                        cp.stored += 1
-                        out.stored += 1
+                if run.id not in counted:
+                    counted.add(run.id)
+                    cp.runs += 1
+                    if first:
+                        w = work[run.id] = Work(cfg, probe)
+                        if run.done:
+                            cp.stored += 1
+                            out.stored += 1
+                        else:
+                            start = max(run.state_steps(), default=0)
+                            w.steps = cfg.train.steps - start
+                            cp.to_train += 1
+                            cp.steps += w.steps
+                            out.pending.append(Pending(run, start, cfg.train.steps, 0.0))
+                    elif not run.done:
+                        cp.earlier += 1
                     else:
-                        start = max(run.state_steps(), default=0)
-                        w.steps = cfg.train.steps - start
-                        cp.to_train += 1
-                        cp.steps += w.steps
-                        out.pending.append(Pending(run, start, cfg.train.steps, 0.0))
-                elif not run.done:
-                    cp.earlier += 1
-                else:
-                    cp.stored += 1
+                        cp.stored += 1
                 w = work[run.id]
                 cached = _cached_prompts(run, ex.eval, pkey) if run.done else set()
                 for p in class_prompts(cfg.data, ex.eval) + (list(b.extra(cfg)) if b.extra else []):

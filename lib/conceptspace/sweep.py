@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from . import lifetime
-from .config import EvalConfig, Experiment, ProbeConfig, RunConfig
+from .config import EvalConfig, Experiment, ProbeConfig, RunConfig, check_seeds
 from .evaluate import concept_space, evaluate, load_probe
 from .prompting import Prompt, class_prompts
 from .store import Store
@@ -39,6 +39,12 @@ def signal_sweep(ex: Experiment) -> list[RunConfig]:
     """Chapter 2's grid of runs (Δc × Δs × seeds around the profile's run), which chapter 3 reads too."""
     return grid(ex.run, **{"data.delta_color": ex.sweep.delta_color, "data.delta_size": ex.sweep.delta_size,
                            "train.seed": ex.sweep.seeds})
+
+
+def seed_runs(ex: Experiment, seeds) -> list[RunConfig]:
+    """Chapter 1's run at each of `seeds`, across which it judges HC1; at chapter 2's seeds (and the
+    recipes page's) they are the same runs, so the book trains only the others."""
+    return grid(ex.run, **{"train.seed": list(check_seeds(seeds))})
 
 
 @dataclass(frozen=True)
