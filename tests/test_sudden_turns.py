@@ -24,7 +24,7 @@ def test_turn_table_reads_heading_and_memorization_per_run():
         # a: heads for small-red (0, 1) then turns to blue; b: stays at the start (no turn)
         for s in steps:
             f = s / 1000
-            pc, ps = ((0.05, f * 1.8) if f <= 0.5 else ((f - 0.5) * 1.8, 0.9)) if run == "a" else (0.3, 0.3)
+            pc, ps = ((0.05, f * 1.9) if f <= 0.5 else ((f - 0.5) * 1.8, 0.95)) if run == "a" else (0.3, 0.3)
             for name, tc, ts in (("small-blue", 1, 1), ("large-red", 0, 0), ("small-red", 0, 1), ("large-blue", 1, 0)):
                 p = (pc, ps) if name == "small-blue" else (tc, ts)
                 rows.append({"run": run, "delta_color": dc, "delta_size": 0.4, "seed": 0, "prompt": name, "step": s,
@@ -37,6 +37,22 @@ def test_turn_table_reads_heading_and_memorization_per_run():
     assert t.loc["a", "expected"] == "small-red"            # size has the stronger signal: memorization holds
     assert pd.isna(t.loc["b", "turn_step"]) and t.loc["b", "expected"] == "large-blue"
     assert t.loc["b", "learned_step"] == dynamics.NEVER      # never generated: the one encoding
+    # a learns size first (0.95 at step 500) while its P(blue) is 0.05: it sat at small-red
+    assert t.loc["a", "learned_first"] == "size" and t.loc["a", "other_when_first"] == pytest.approx(0.05)
+    assert np.isnan(t.loc["b", "other_when_first"])          # learns neither concept: no first
+
+
+def test_memorized_counts_runs_that_sat_at_a_training_class_per_delta_color():
+    t = turns(delta_color=[0.2, 0.2, 0.8, 0.8], other_when_first=[0.1, 0.3, 0.9, float("nan")],
+              turn_step=[500, None, 500, 500])
+    m = sudden_turns.memorized(t).set_index("delta_color")
+    assert m.loc[0.2, "memorized"] == 2 and m.loc[0.2, "runs"] == 2
+    assert m.loc[0.2, "turned_from_it"] == 1  # the second sat at small-red but shows no turn
+    # at Δc 0.8 the one run with a first concept had the other already learned: it went straight across
+    assert m.loc[0.8, "memorized"] == 0 and m.loc[0.8, "runs"] == 1 and m.loc[0.8, "turned_from_it"] == 0
+    # a turn that heads elsewhere than the memorized class does not count
+    other_way = sudden_turns.memorized(t.assign(heading=[(1, 0)] * 4)).set_index("delta_color")
+    assert other_way.loc[0.2, "turned_from_it"] == 0
 
 
 def test_error_rise_sees_an_early_swing_and_not_a_fall_or_a_late_bump():

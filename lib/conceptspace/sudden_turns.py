@@ -15,6 +15,7 @@ from .dynamics import detect_turn, first_above, learning_time, mean_ci, smooth, 
 
 CORNER = {"color": (1, 0), "size": (0, 1)}  # the training class sharing that concept with small-blue
 CORNER_NAME = {(1, 0): "large-blue", (0, 1): "small-red", (1, 1): "small-blue", (0, 0): "large-red"}
+MEMORIZED = 0.5        # the other concept still on the training side (held-out accuracy below chance's 0.5)
 NEAR_SATURATION = 0.3  # a turn "at" saturation: within ±30 % (the paper: turns 2.8k-3.9k, saturation 3.7k-3.9k)
 RISE = 0.05            # an early error rise counts above this: the noise of a 16-sample concept-space point
 
@@ -24,7 +25,9 @@ def turn_table(cs: pd.DataFrame, held_out: str, train_prompts, concepts, signal:
     """Per run of a two-concept sweep: the held-out trajectory's turn and heading, the heading
     concept memorization predicts (the training class sharing the concept with the stronger pixel
     signal, `signal[Δc][concept]`), the concept the run learned first, training saturation and the
-    step the held-out class is generated (joint ≥ 0.8)."""
+    step the held-out class is generated (joint ≥ 0.8), and the held-out class's accuracy on the
+    other concept when the first-learned one first reaches 0.9 (`other_when_first`: below MEMORIZED,
+    it sat at the training class the two share, as concept memorization says)."""
     rows = []
     for (run_id, dc, ds, seed), df in cs.groupby(["run", "delta_color", "delta_size", "seed"]):
         ho = df[df.prompt == held_out].sort_values("step")
@@ -32,12 +35,17 @@ def turn_table(cs: pd.DataFrame, held_out: str, train_prompts, concepts, signal:
         stronger = max(concepts, key=signal[dc].get)
         t = {k: learning_time(ho.step, ho[f"acc_{k}"], 0.9).step for k in concepts}
         first = min(concepts, key=t.get) if len(set(t.values())) > 1 else None
+        other_when_first = float("nan")
+        if first is not None:
+            at = ho[ho[f"acc_{first}"] >= 0.9]
+            other = next(k for k in concepts if k != first)
+            other_when_first = float(at[f"acc_{other}"].iloc[0]) if len(at) else float("nan")
         rows.append({"run": run_id, "delta_color": dc, "delta_size": ds, "seed": seed, "turn_step": turn.step,
                      "angle": turn.angle, "heading": turn.heading, "fit_gain": turn.fit_gain,
                      "saturation_step": training_saturation(df, train_prompts, concepts, 0.01).step,
                      "learned_step": first_above(ho.step, ho.joint, 0.8).step, "stronger_signal": stronger,
                      "heading_expected": CORNER[stronger], "learned_first": first,
-                     "heading_by_order": CORNER.get(first)})
+                     "heading_by_order": CORNER.get(first), "other_when_first": other_when_first})
     turns = pd.DataFrame(rows)
     return turns.assign(heading_name=[CORNER_NAME.get(h, "—") for h in turns.heading],
                         expected=[CORNER_NAME[h] for h in turns.heading_expected])
@@ -67,6 +75,21 @@ def heading_match(turns: pd.DataFrame, expected: str = "heading_expected") -> fl
     """The fraction of turning runs whose pre-turn heading is the expected class (NaN without turns)."""
     t = _turned(turns)
     return float(np.mean([h == e for h, e in zip(t.heading, t[expected])])) if len(t) else float("nan")
+
+
+def memorized(turns: pd.DataFrame, below: float = MEMORIZED) -> pd.DataFrame:
+    """Why a pre-turn heading can be missing: per Δc, of the runs that learned one concept first,
+    those whose held-out class sat at the training class sharing it (the other concept below
+    `below` when the first reached 0.9), and of those, the ones that then turn after heading for
+    that class. A class that learns both concepts together never sits at a corner: no heading to
+    turn from."""
+    known = turns[turns.other_when_first.notna()]
+    sat = known.other_when_first < below
+    headed = np.array([h == e for h, e in zip(known.heading, known.heading_by_order)], dtype=bool)
+    turned = sat & known.turn_step.notna() & headed
+    return (known.assign(memorized=sat, turned_from_it=turned).groupby("delta_color")
+            .agg(runs=("memorized", "size"), memorized=("memorized", "sum"), turned_from_it=("turned_from_it", "sum"),
+                 other_when_first=("other_when_first", "median")).reset_index())
 
 
 def turn_vs_saturation(turns: pd.DataFrame, near: float = NEAR_SATURATION) -> dict:
