@@ -4,7 +4,7 @@ naive prompting comes first, or where no intervention emerges at a Δc."""
 import numpy as np
 import pandas as pd
 import pytest
-from conceptspace import capability, dynamics
+from conceptspace import capability, config, dynamics
 
 NEVER = dynamics.NEVER
 
@@ -74,3 +74,15 @@ def test_onset_ratio_leaves_out_runs_without_the_marker():
                         index=pd.MultiIndex.from_tuples([(0.3, 0), (0.3, 1), (0.3, 2)], names=["delta_color", "seed"]))
     assert capability.onset_ratio(runs, "turn").tolist() == [1.0, 1.5]
     assert capability.onset_ratio(runs, "saturation").tolist() == [1.25, 1.0]
+
+
+def test_the_long_runs_take_their_own_seeds_where_given():
+    """The paper's regime (the long Δc) can be judged on the papers' five seeds without five seeds at every Δc."""
+    ex = config.experiment("tiny", {"capability.seeds": [0, 1], "capability.long_seeds": [0, 1, 2, 3, 4]})
+    probed, _ = capability.run_lists(ex)
+    seeds = {dc: sorted(c.train.seed for c in probed if c.data.delta_color == dc)
+             for dc in (*ex.capability.delta_color, *ex.capability.long_delta_color)}
+    assert all(seeds[dc] == [0, 1] for dc in ex.capability.delta_color)
+    assert all(seeds[dc] == [0, 1, 2, 3, 4] for dc in ex.capability.long_delta_color)
+    same = capability.run_lists(config.experiment("tiny", {"capability.seeds": [0, 1]}))[0]  # empty: the seeds
+    assert {c.train.seed for c in same} == {0, 1}

@@ -29,7 +29,8 @@ def runs_at(ex: Experiment, delta_color: float, seeds, **changes) -> list[RunCon
 def run_lists(ex: Experiment) -> tuple[list[RunConfig], list[RunConfig]]:
     """The probed runs (chapter 2's where they exist) and the runs trained with conditioning dropout."""
     cap = ex.capability
-    probed = [c for dc in (*cap.delta_color, *cap.long_delta_color) for c in runs_at(ex, dc, cap.seeds)]
+    probed = ([c for dc in cap.delta_color for c in runs_at(ex, dc, cap.seeds)]
+              + [c for dc in cap.long_delta_color for c in runs_at(ex, dc, cap.long_seeds or cap.seeds)])
     guided = [c for dc in cap.guidance_delta_color
               for c in runs_at(ex, dc, cap.guidance_seeds, **{"train.cond_dropout": cap.cond_dropout})]
     return probed, guided

@@ -300,6 +300,7 @@ class CapabilityConfig(_Validated):
                                         "turns toward blue only after the profile's run length")
     long_steps: int = _knob(4000, lo=1, hi=10_000_000, doc="run length of the long_delta_color runs")
     long_checkpoints: int = _knob(20, lo=2, hi=1000, doc="checkpoints per long_delta_color run")
+    long_seeds: tuple = _knob((), item=0, doc="seeds of the long_delta_color runs (empty: seeds)")
     samples: int = _knob(64, lo=1, hi=4096, doc="samples per intervention prompt")
     alphas: tuple = _knob((0.1, 1.0, 2.0), doc="latent edit strengths α")
     beta: float = _knob(0.1, lo=0, hi=10, doc="latent edit suppression β")
