@@ -82,7 +82,6 @@ class _Validated:
 class _ShapesRules:
     """What data.dataset = 'shapes' allows: the renderer's concepts, at its 32 pixels or pooled below."""
     concepts = CONCEPTS
-    maskable = True
 
     def check(self, data, prefix: str) -> None:
         if data.resolution > 32:
@@ -91,9 +90,8 @@ class _ShapesRules:
 
 
 class _CelebARules:
-    """What data.dataset = 'celeba' allows: two of CelebA's attributes, read from a folder, every prompt whole."""
+    """What data.dataset = 'celeba' allows: two of CelebA's attributes, read from a folder."""
     concepts = CELEBA_ATTRIBUTES
-    maskable = False
 
     def check(self, data, prefix: str) -> None:
         if len(data.concepts) != 2:
@@ -168,9 +166,6 @@ class DataConfig(_Validated):
         if len(self.mask) != n:
             raise ConfigError(f"{prefix}mask = {list(self.mask)} has {len(self.mask)} values; allowed: one probability "
                               f"0 ≤ p ≤ 1 per concept of {prefix}concepts = {list(self.concepts)}, or [] for none")
-        if not DATASET_RULES[self.dataset].maskable:
-            raise ConfigError(f"{prefix}mask = {list(self.mask)}: masking applies to data.dataset = 'shapes' only; "
-                              f"allowed with data.dataset = {self.dataset!r}: []")
         train = [c for c in _all_classes(n) if c not in self.held_out]
         for cls_ in self.mask_classes:
             if tuple(cls_) not in train:
@@ -373,11 +368,18 @@ class UnderspecConfig(_Validated):
                              doc="p: the fraction of that class's training prompts that leave the concept out")
     seeds: tuple = _knob((0, 100, 200, 300, 400), doc="training seeds")
     delta_color: float = _knob(0.0, lo=0, hi=1, doc="Δc of the runs (0: the profile's run's)")
+    celeba_concept: str = _knob("", choices=("",) + CELEBA_ATTRIBUTES,
+                                doc="CelebA (where a folder is given): the attribute the prompts leave out ('': the "
+                                    "first of celeba.attributes)")
+    celeba_fractions: tuple = _knob((0.0, 1.0), lo=0, hi=1,
+                                    doc="CelebA: the fractions p, at chapter 6's run's seed (p = 0 is its run)")
 
     def _check(self, prefix: str) -> None:
-        if len(set(self.fractions)) != len(self.fractions) or not {0.0, 1.0} <= set(self.fractions):
-            raise ConfigError(f"{prefix}fractions = {list(self.fractions)}; allowed: distinct values in [0, 1] that "
-                              f"include 0 (the fully specified control) and 1 (every such prompt masked)")
+        for name in ("fractions", "celeba_fractions"):
+            values = getattr(self, name)
+            if len(set(values)) != len(values) or not {0.0, 1.0} <= set(values):
+                raise ConfigError(f"{prefix}{name} = {list(values)}; allowed: distinct values in [0, 1] that "
+                                  f"include 0 (the fully specified control) and 1 (every such prompt masked)")
 
 
 @dataclass(frozen=True)
@@ -653,12 +655,16 @@ def experiment(profile: str = "cpu", overrides: dict | None = None) -> Experimen
     if unknown:
         raise ConfigError(f"unknown setting {unknown[0]}: settings are named section.name; sections: {list(SECTIONS)}")
     run = build(RunConfig, {k: settings.get(k, {}) for k in ("data", "model", "train")})
-    return Experiment(profile=profile, run=run,
-                      eval=build(EvalConfig, settings.get("eval"), "eval."),
-                      probe=build(ProbeConfig, settings.get("probe"), "probe."),
-                      sweep=build(SweepConfig, settings.get("sweep"), "sweep."),
-                      capability=build(CapabilityConfig, settings.get("capability"), "capability."),
-                      sim=build(SimConfig, settings.get("sim"), "sim."),
-                      multi=build(MultiConfig, settings.get("multi"), "multi."),
-                      celeba=build(CelebAConfig, settings.get("celeba"), "celeba."),
-                      underspec=build(UnderspecConfig, settings.get("underspec"), "underspec."))
+    ex = Experiment(profile=profile, run=run,
+                    eval=build(EvalConfig, settings.get("eval"), "eval."),
+                    probe=build(ProbeConfig, settings.get("probe"), "probe."),
+                    sweep=build(SweepConfig, settings.get("sweep"), "sweep."),
+                    capability=build(CapabilityConfig, settings.get("capability"), "capability."),
+                    sim=build(SimConfig, settings.get("sim"), "sim."),
+                    multi=build(MultiConfig, settings.get("multi"), "multi."),
+                    celeba=build(CelebAConfig, settings.get("celeba"), "celeba."),
+                    underspec=build(UnderspecConfig, settings.get("underspec"), "underspec."))
+    if ex.underspec.celeba_concept and ex.underspec.celeba_concept not in ex.celeba.attributes:
+        raise ConfigError(f"underspec.celeba_concept = {ex.underspec.celeba_concept!r} is not a concept of the CelebA "
+                          f"run; allowed: one of celeba.attributes = {list(ex.celeba.attributes)}")
+    return ex

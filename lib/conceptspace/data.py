@@ -150,7 +150,7 @@ def mask_prompts(data: DataConfig, cond: torch.Tensor, masked: torch.Tensor | No
         return cond
     cond = cond.clone()
     for i, concept in enumerate(data.concepts):
-        cond[masked[:, i], COND_SLOTS[concept]] = NULL_VALUE
+        cond[masked[:, i], concept_slots(data, concept)] = NULL_VALUE
     return cond
 
 
@@ -166,6 +166,9 @@ class Shapes:
 
     def cond_dim(self) -> int:
         return COND_DIM
+
+    def slots(self, concept: str) -> slice:
+        return COND_SLOTS[concept]
 
     def class_prompt(self, cls) -> torch.Tensor:
         means = attributes(self.data, torch.tensor([cls]), torch.Generator().manual_seed(0), jitter=False)
@@ -214,13 +217,19 @@ class CelebA:
     def cond_dim(self) -> int:
         return 2 * len(self.data.concepts)
 
+    def slots(self, concept: str) -> slice:
+        i = self.data.concepts.index(concept)
+        return slice(2 * i, 2 * i + 2)
+
     def class_prompt(self, cls) -> torch.Tensor:
         return celeba.conditioning(torch.tensor([cls]))[0]
 
     def training_data(self, seed: int, device):
         images, labels = celeba.labelled_images(self.data, training_classes(self.data), self.data.samples_per_class,
                                                 seed)
-        return images.to(device), celeba.conditioning(labels).to(device), labels.to(device)
+        masked = prompt_masks(self.data, labels, torch.Generator().manual_seed(seed))  # the images are numpy's draw
+        cond = mask_prompts(self.data, celeba.conditioning(labels), masked)
+        return images.to(device), cond.to(device), labels.to(device)
 
     def augment(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return celeba.augment(images, generator)
@@ -238,7 +247,7 @@ class CelebA:
 
 
 # data.dataset → what differs between the datasets' images, prompts and probe data (what each allows:
-# config.DATASET_RULES). Each answers class_name, cond_dim, class_prompt, training_data, augment (None: no
+# config.DATASET_RULES). Each answers class_name, cond_dim, slots, class_prompt, training_data, augment (None: no
 # augmentation), probe_training_images and probe_test_images for the DataConfig it is bound to.
 DATASETS = {"shapes": Shapes, "celeba": CelebA}
 
@@ -251,6 +260,11 @@ def class_name(data: DataConfig, cls) -> str:
     """'small-blue' style names: shapes in the paper's reading order (background, size, color), CelebA's
     attributes in data.concepts order ('female-smiling')."""
     return dataset_for(data).class_name(cls)
+
+
+def concept_slots(data: DataConfig, concept: str) -> slice:
+    """Where a concept sits in the conditioning vector: the slots a prompt that leaves it out sets to NULL_VALUE."""
+    return dataset_for(data).slots(concept)
 
 
 def cond_dim(data: DataConfig) -> int:

@@ -75,6 +75,10 @@ def chapter_batches(ex: Experiment, root=REPO_ROOT) -> dict[str, list[Batch]]:
     folder = celeba.folder(chapter_parameters("06_beyond_two_concepts", root)["celeba_folder"], ex.celeba)
     faces = ([Batch((celeba.run_config(ex.run, ex.celeba, folder),),
                     probe=celeba.probe_config(ex.probe, ex.celeba))] if folder else [])
+    folder = celeba.folder(chapter_parameters("07_underspecification", root)["celeba_folder"], ex.celeba)
+    masked_faces = ([Batch(tuple(underspecification.celeba_configs(ex, folder)),
+                           probe=celeba.probe_config(ex.probe, ex.celeba),
+                           extra=functools.partial(underspecification.celeba_prompts, ex=ex))] if folder else [])
     return {
         "01_concept_space": [Batch((ex.run,)),
                              Batch(tuple(sweep.seed_runs(ex, chapter_parameters("01_concept_space", root)["seeds"])))],
@@ -86,7 +90,8 @@ def chapter_batches(ex: Experiment, root=REPO_ROOT) -> dict[str, list[Batch]]:
         "05_sim_theory": [],
         "06_beyond_two_concepts": [Batch(tuple(sweep.three_concept_configs(ex.run, ex.multi))), *faces],
         "07_underspecification": [Batch(tuple(underspecification.underspec_configs(ex)),
-                                        extra=functools.partial(underspecification.chapter_prompts, ex=ex))],
+                                        extra=functools.partial(underspecification.chapter_prompts, ex=ex)),
+                                  *masked_faces],
         "recipes": [Batch(tuple(recipes.run_configs(ex, chapter_parameters("recipes", root)["seeds"])))],
     }
 

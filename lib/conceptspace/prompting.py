@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from .config import DataConfig, EvalConfig, stable_hash, to_dict
-from .data import COND_SLOTS, NULL_VALUE, all_classes, class_name, class_prompt, value_name
+from .data import COND_SLOTS, NULL_VALUE, all_classes, class_name, class_prompt, concept_slots, value_name
 
 # The paper's five over-prompts: colors pushed past the training range, radius 0.3 (references: over-prompting).
 OVER_PROMPT_COLORS = ((0.40, 0.40, 0.60), (0.35, 0.35, 0.65), (0.25, 0.25, 0.75), (0.15, 0.15, 0.85),
@@ -85,6 +85,6 @@ def underspecified_prompt(data: DataConfig, cls, concept: str, n: int) -> Prompt
     """A class's naive prompt with `concept` left out (its slots at the null value), as the prompts of a masked
     training class read (chapter 7; references: underspecification). Its target is the class it was drawn from."""
     h = class_prompt(data, cls)
-    h[COND_SLOTS[concept]] = NULL_VALUE
+    h[concept_slots(data, concept)] = NULL_VALUE
     others = [value_name(c, v) for c, v in zip(data.concepts, cls) if c != concept]
     return Prompt(f"{' '.join(others)}, {concept} left out", tuple(cls), tuple(h.tolist()), n, "underspecified")

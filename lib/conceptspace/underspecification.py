@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from . import capability, dynamics, prompting
+from . import capability, celeba, dynamics, prompting
 from .concept_signal import spearman
 from .config import DataConfig, Experiment, RunConfig
 from .data import class_name, value_name
@@ -51,6 +51,21 @@ def underspec_configs(ex: Experiment) -> list[RunConfig]:
             for p in u.fractions for seed in u.seeds]
 
 
+def face_concept(ex: Experiment) -> str:
+    """The CelebA attribute the masked prompts leave out: `underspec.celeba_concept`, else the first of
+    `celeba.attributes` (Male: gender)."""
+    return ex.underspec.celeba_concept or ex.celeba.attributes[0]
+
+
+def celeba_configs(ex: Experiment, folder: str) -> list[RunConfig]:
+    """The real-face analogue (where a CelebA folder is given): chapter 6's CelebA run with `face_concept`
+    left out of a fraction p of the prompts of the class that shares the held-out class's other attribute
+    (male-smiling, for Male), p in `underspec.celeba_fractions`, at chapter 6's seed only (each run is hours
+    of GPU): p = 0 is chapter 6's run."""
+    base = celeba.run_config(ex.run, ex.celeba, folder)
+    return [base.with_changes(**mask_changes(base.data, face_concept(ex), p)) for p in ex.underspec.celeba_fractions]
+
+
 def fraction_of(cfg: RunConfig, concept: str) -> float:
     """The fraction p of the masked class's prompts that leave `concept` out in this run."""
     return float(cfg.data.mask[cfg.data.concepts.index(concept)]) if cfg.data.mask else 0.0
@@ -64,6 +79,13 @@ def chapter_prompts(cfg: RunConfig, ex: Experiment) -> list:
     if fraction_of(cfg, u.concept) in (0.0, 1.0):
         out += capability.intervention_prompts(cfg, ex.capability)
     return out
+
+
+def celeba_prompts(cfg: RunConfig, ex: Experiment) -> list:
+    """What the CelebA runs are asked besides the class prompts: the masked class's prompt with `face_concept`
+    left out (the prompt those runs were trained on)."""
+    concept, d = face_concept(ex), cfg.data
+    return [prompting.underspecified_prompt(d, masked_class(d, concept), concept, ex.eval.samples_held_out)]
 
 
 def with_fraction(table: pd.DataFrame, configs: list[RunConfig], concept: str) -> pd.DataFrame:
