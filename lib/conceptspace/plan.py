@@ -75,10 +75,10 @@ def chapter_batches(ex: Experiment, root=REPO_ROOT) -> dict[str, list[Batch]]:
     folder = celeba.folder(chapter_parameters("06_beyond_two_concepts", root)["celeba_folder"], ex.celeba)
     faces = ([Batch((celeba.run_config(ex.run, ex.celeba, folder),),
                     probe=celeba.probe_config(ex.probe, ex.celeba))] if folder else [])
-    folder = celeba.folder(chapter_parameters("07_underspecification", root)["celeba_folder"], ex.celeba)
-    masked_faces = ([Batch(tuple(underspecification.celeba_configs(ex, folder)),
+    masked_folder = celeba.folder(chapter_parameters("07_underspecification", root)["celeba_folder"], ex.celeba)
+    masked_faces = ([Batch(tuple(underspecification.celeba_configs(ex, masked_folder)),
                            probe=celeba.probe_config(ex.probe, ex.celeba),
-                           extra=functools.partial(underspecification.celeba_prompts, ex=ex))] if folder else [])
+                           extra=functools.partial(underspecification.celeba_prompts, ex=ex))] if masked_folder else [])
     return {
         "01_concept_space": [Batch((ex.run,)),
                              Batch(tuple(sweep.seed_runs(ex, chapter_parameters("01_concept_space", root)["seeds"])))],

@@ -9,7 +9,10 @@ class's training prompts the **masked concept** (color) is left out: its conditi
 value, its images are unchanged (`data.mask`, `data.mask_classes`). Only red ever goes with small in the
 images, so a prompt that names small and no color is, in the data, a prompt for red.
 
-Pure functions of concept-space tables, apart from the run list and the prompts. A run that never learns
+Where a CelebA folder is given, the same masking on real faces: chapter 6's run with an attribute left
+out of the prompts of the class sharing the held-out class's other attribute (`celeba_configs`).
+
+Pure functions of concept-space tables, apart from the run lists and the prompts. A run that never learns
 the held-out class has `dynamics.NEVER`. Used by: chapter 7.
 """
 from __future__ import annotations
