@@ -149,6 +149,28 @@ def test_compile_mode_uses_cuda_graphs_only_on_cuda():
     assert mode(cuda, **{"train.compile": "never"}) is None
 
 
+def test_fused_adamw_is_its_own_run_and_takes_the_unfused_step():
+    """train.fused_adamw: fused on CPU only when asked (the tiny and cpu profiles ask), with its own run id,
+    and the same update as the unfused optimizer up to rounding."""
+    cpu = torch.device("cpu")
+    fused, plain = tiny(), tiny(**{"train.fused_adamw": "cuda"})
+    assert fused.run_id() != plain.run_id()
+    assert train.adamw([torch.zeros(1, requires_grad=True)], fused.train, cpu).defaults["fused"]
+    assert not train.adamw([torch.zeros(1, requires_grad=True)], plain.train, cpu).defaults["fused"]
+    after = []
+    for cfg in (fused, plain):
+        torch.manual_seed(0)
+        p = torch.nn.Parameter(torch.randn(64, 32))
+        start = p.detach().clone()
+        opt = train.adamw([p], cfg.train, cpu)
+        for _ in range(5):
+            p.grad = torch.sin(p.detach() * 3)
+            opt.step()
+        assert (p.detach() - start).abs().min() > 1e-4  # every weight moved
+        after.append(p.detach())
+    torch.testing.assert_close(after[0], after[1], rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.slow  # ≈ 5 s: torch.compile
 def test_compile_switch_and_compiled_forward_matches_eager():
     """train.compile: eager on CPU by default; compiled, the forward shares the model's parameters (so

@@ -13,6 +13,7 @@ import pandas as pd
 
 from . import dynamics, evaluate, interventions, model, prompting, sweep
 from .config import Experiment, RunConfig
+from .results import every
 
 NEAR = 0.3  # an onset "at" a marker step: within ±30 % of it
 
@@ -174,6 +175,26 @@ def regime_rule(by_dc: pd.DataFrame, regime, column: str = "fraction of seeds", 
     at = by_dc[by_dc.delta_color.between(*regime) == inside] if len(by_dc) else by_dc
     values = dict(zip(at.delta_color, at[column])) if len(at) else {}
     return {"values": values, "holds": bool(values) and all(v >= min_fraction for v in values.values())}
+
+
+def near_one(ratio: float) -> bool:
+    """A ratio of two steps within ±NEAR of 1 (NaN and ±inf, where one of them never came, are not)."""
+    return bool(np.isfinite(ratio) and abs(ratio - 1) <= NEAR)
+
+
+def onset_rule(ratios: pd.Series, runs: int) -> dict:
+    """HC8's onset at the marker, every probed run: the first intervention within ±NEAR of the marker
+    step (`onset_ratio`) in each of `runs` runs; a run where nothing emerged, or without the marker,
+    has no ratio and fails it."""
+    near_runs = int(sum(near_one(v) for v in ratios))
+    return {"near": near_runs, "runs": runs, "holds": runs > 0 and near_runs == runs}
+
+
+def latent_rule(ratios: dict) -> dict:
+    """HC11: the latent edit emerges within ±NEAR of over-prompting (`latent_vs_overprompt`) in every
+    probed run."""
+    ok = {k: near_one(v) for k, v in ratios.items()}
+    return {"ok": ok, "holds": every(ok)}
 
 
 def guidance_table(emergence: pd.DataFrame, curves: pd.DataFrame, ratio: float = 1.5) -> pd.DataFrame:

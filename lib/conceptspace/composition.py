@@ -14,6 +14,8 @@ from scipy import stats
 
 from .dynamics import NEVER, first_above, soft_accuracy
 
+MIN_POINTS = 4  # HC13: fewer learned classes than this cannot tell the paper's r from no correlation
+
 
 def class_codes(table: pd.DataFrame, concepts) -> pd.Series:
     """Each row's class as a bit string in the concepts' order, e.g. '101'."""
@@ -81,6 +83,14 @@ def r_interval(r: float, n: int, confidence: float = 0.95) -> tuple[float, float
     return float(np.tanh(z - half)), float(np.tanh(z + half))
 
 
+def distance_rule(learned: pd.DataFrame, paper_r: float) -> dict:
+    """HC13: the Pearson r of learned step against distance at convergence lies inside the sampling
+    interval of the paper's r for as many points, on at least MIN_POINTS learned classes."""
+    r, n = distance_time_r(learned)
+    lo, hi = r_interval(paper_r, n)
+    return {"r": r, "n": n, "lo": lo, "hi": hi, "holds": bool(n >= MIN_POINTS and lo <= r <= hi)}
+
+
 def learned_last(learned: pd.DataFrame, cls: str = "111", by: str = "seed") -> dict:
     """Per run (`by`): is `cls` learned strictly after every other held-out class? A tie (both NEVER,
     or the same checkpoint) is not 'last'; a run where `cls` is learned and another class is not is
@@ -103,5 +113,15 @@ def rise_time(steps, values, floor: float = 0.5) -> float:
     return float(hi - lo) if np.isfinite(lo) and np.isfinite(hi) else float("nan")
 
 
-__all__ = ["NEVER", "class_codes", "convergence_step", "distance_time_r", "hamming_to_training", "held_out_table",
-           "learned_last", "r_interval", "rise_time", "with_soft_accuracy"]
+def joint_rise_rule(joint: float, concepts: dict) -> dict:
+    """The joint accuracy rises (`rise_time`) no slower than the slowest concept's; a curve that never
+    rose (NaN) fails it."""
+    finite = [v for v in concepts.values() if np.isfinite(v)]
+    slowest = max(finite) if finite else float("nan")
+    return {"joint": joint, "slowest concept": slowest,
+            "holds": bool(np.isfinite(joint) and np.isfinite(slowest) and joint <= slowest)}
+
+
+__all__ = ["MIN_POINTS", "NEVER", "class_codes", "convergence_step", "distance_rule", "distance_time_r",
+           "hamming_to_training", "held_out_table", "joint_rise_rule", "learned_last", "r_interval", "rise_time",
+           "with_soft_accuracy"]

@@ -233,6 +233,10 @@ class TrainConfig(_Validated):
     compile: str = _knob("cuda", choices=("cuda", "always", "never"), added=True,
                          doc="torch.compile the training forward pass: on CUDA only (CPU stays eager), "
                              "on every device, or never")
+    fused_adamw: str = _knob("cuda", choices=("cuda", "always"), added=True,
+                             doc="AdamW as one fused kernel per step (torch's fused=True): on CUDA only, or on every "
+                                 "device (the same update, other rounding; on CPU it saves the unfused step's "
+                                 "per-parameter launches: book/rerun.md, \"What it costs\")")
     cuda_graphs: bool = _knob(True, added=True,
                               doc="replay the compiled forward and backward as CUDA graphs (torch.compile's "
                                   "reduce-overhead mode; CUDA only): a small model's step is bound by kernel launches")

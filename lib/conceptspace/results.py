@@ -64,6 +64,13 @@ def _make(key, claim, name, measured, rule, holds, paper, seeds, variant, in_ste
     return Finding(key, claim, name, _plain(measured), _plain(paper), rule, holds, seeds, variant, in_steps)
 
 
+def every(outcomes) -> bool:
+    """A claim of consistency (every seed, every run, every Δc): holds where each outcome does, and never
+    on no outcomes at all (a rule with nothing to judge has not held)."""
+    values = list(outcomes.values()) if isinstance(outcomes, dict) else list(outcomes)
+    return bool(values) and all(bool(v) for v in values)
+
+
 def verdict(holds: bool | None) -> str:
     return "reported" if holds is None else ("holds" if holds else "fails")
 

@@ -16,6 +16,12 @@ import torch
 from scipy.integrate import solve_ivp
 from torch import nn
 
+# Chapter 5's tolerances (the book's: the papers state their results as equalities and figures)
+CLOSED_FORM_MAX = 0.02  # SIM1: the closed form's largest deviation from SGD, as a fraction of ‖x̂‖
+FLIP_TOL = 0.2          # SIM2: the simulated flip's distance from the paper's Var₁ = 1 (the grid's resolution there)
+T_FORMULA_TOL = 0.05    # SIM3: SGD's steps to 90 % against the formula's, relative
+MULTIPLE_RISES = 2      # SIM6: multiple descent is two or more rises of the test loss
+
 
 @dataclass(frozen=True)
 class SimTask:
@@ -258,6 +264,31 @@ def flip_variance(order: pd.DataFrame, x: str = "value") -> float | None:
     from .dynamics import flip_point
     o = order.sort_values(x)
     return flip_point(o[x].values, o["T1 SGD"].values, o["T2 SGD"].values)
+
+
+def closed_form_holds(max_deviation: float) -> bool:
+    """SIM1: the closed form follows one-layer SGD within CLOSED_FORM_MAX of ‖x̂‖ at every setting and step."""
+    return bool(np.isfinite(max_deviation) and max_deviation < CLOSED_FORM_MAX)
+
+
+def flip_holds(flip: float | None, paper_var: float) -> bool:
+    """SIM2: the simulated order flips, within FLIP_TOL of the paper's Var₁."""
+    return flip is not None and bool(abs(flip - paper_var) <= FLIP_TOL)
+
+
+def t_formula_error(sgd: dict, formula: dict) -> float:
+    """SIM3: the largest relative error of SGD's steps to 90 % against the formula's, over concepts
+    (inf where SGD never reaches 90 %)."""
+    return max(abs(sgd[k] / formula[k] - 1) for k in formula)
+
+
+def t_formula_holds(error: float) -> bool:
+    return bool(error <= T_FORMULA_TOL)
+
+
+def multiple_descent(rises: int) -> bool:
+    """SIM6: the test loss rises at least MULTIPLE_RISES times."""
+    return bool(rises >= MULTIPLE_RISES)
 
 
 def flip_variance_theory(mu, var2: float, clusters: int) -> float:

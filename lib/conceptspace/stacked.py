@@ -51,6 +51,7 @@ from .train import (
     _resume,
     _save,
     _State,
+    adamw,
     checkpoint_steps,
     device_name,
     loss_function,
@@ -155,8 +156,7 @@ class Stack:
         base = copy.deepcopy(models[0]).to("meta").train()
         self.forward = vmap(lambda p, b, x, t, h: functional_call(base, (p, b), (x, t, h)))
         tc = members[0].cfg.train
-        self.optimizer = torch.optim.AdamW(self.stacked, lr=tc.learning_rate, weight_decay=tc.weight_decay,
-                                           fused=device.type == "cuda")
+        self.optimizer = adamw(self.stacked, tc, device)
         self.ema = EMAModel(self.stacked, decay=tc.ema_decay, foreach=True)
         self.max_norm = torch.tensor([m.cfg.train.grad_clip for m in members], device=device)
         if self.step_count > 0:  # resumed: stack each run's optimizer and EMA state

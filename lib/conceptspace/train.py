@@ -71,13 +71,18 @@ def _new_state(run_cfg: RunConfig, device: torch.device) -> _State:
     model = build_model(run_cfg).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(model.parameters(), lr=run_cfg.train.learning_rate,
-                            weight_decay=run_cfg.train.weight_decay, fused=device.type == "cuda")
+    opt = adamw(model.parameters(), run_cfg.train, device)
     ema = EMAModel(model.parameters(), decay=run_cfg.train.ema_decay, foreach=True)
     gen = torch.Generator(device=device).manual_seed(run_cfg.train.seed + 1)
     torch.manual_seed(run_cfg.train.seed + 2)  # dropout draws from the global generator
     graphs = compile_mode(run_cfg.train, device) == "reduce-overhead"
     return _State(model, compiled(model, run_cfg.train, device), ema, opt, gen, 0, [], cuda_graphs=graphs)
+
+
+def adamw(params, train: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """The run's optimizer: fused where `train.fused_adamw` says (part of the run id, as every setting)."""
+    fused = train.fused_adamw == "always" or device.type == "cuda"
+    return torch.optim.AdamW(params, lr=train.learning_rate, weight_decay=train.weight_decay, fused=fused)
 
 
 def compile_mode(train: TrainConfig, device: torch.device) -> str | None:
