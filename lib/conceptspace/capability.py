@@ -177,23 +177,18 @@ def regime_rule(by_dc: pd.DataFrame, regime, column: str = "fraction of seeds", 
     return {"values": values, "holds": bool(values) and all(v >= min_fraction for v in values.values())}
 
 
-def near_one(ratio: float) -> bool:
-    """A ratio of two steps within ±NEAR of 1 (NaN and ±inf, where one of them never came, are not)."""
-    return bool(np.isfinite(ratio) and abs(ratio - 1) <= NEAR)
-
-
 def onset_rule(ratios: pd.Series, runs: int) -> dict:
     """HC8's onset at the marker, every probed run: the first intervention within ±NEAR of the marker
     step (`onset_ratio`) in each of `runs` runs; a run where nothing emerged, or without the marker,
     has no ratio and fails it."""
-    near_runs = int(sum(near_one(v) for v in ratios))
+    near_runs = int(sum(near(v, 1.0) for v in ratios))  # a ratio to the marker: near 1
     return {"near": near_runs, "runs": runs, "holds": runs > 0 and near_runs == runs}
 
 
 def latent_rule(ratios: dict) -> dict:
     """HC11: the latent edit emerges within ±NEAR of over-prompting (`latent_vs_overprompt`) in every
     probed run."""
-    ok = {k: near_one(v) for k, v in ratios.items()}
+    ok = {k: near(v, 1.0) for k, v in ratios.items()}
     return {"ok": ok, "holds": every(ok)}
 
 
